@@ -1,0 +1,2 @@
+"""Models, all under one contract (see base.Recommender)."""
+from .base import Recommender
