@@ -31,8 +31,14 @@ class Recommender:
 
     # -- shared behaviour -----------------------------------------------------------
     def get_params(self) -> dict:
-        sig = inspect.signature(type(self).__init__)
-        return {p: getattr(self, p) for p in sig.parameters if p != "self" and hasattr(self, p)}
+        # Hyper-parameters are the named __init__ arguments of the class and its bases.
+        names = []
+        for klass in type(self).__mro__:
+            if "__init__" in vars(klass) and klass is not object:
+                for p in inspect.signature(klass.__init__).parameters.values():
+                    if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in names:
+                        names.append(p.name)
+        return {p: getattr(self, p) for p in names if hasattr(self, p)}
 
     def _remember(self, train: TrainSet) -> None:
         """Keep what recommend() needs to answer by raw id after fit."""

@@ -1,0 +1,194 @@
+"""Full-ranking evaluation of any Recommender, plus optional sampled metrics and segments.
+
+Protocol: each evaluation case's target(s) are ranked against *all* items. The items in
+the case's history are excluded (scored -inf) because recommending something the user
+already has is not useful, except the targets themselves: a repeat purchase of an item
+in the history is still a correct answer, so targets always stay scorable.
+
+Memory: users are scored `batch_size` at a time, so the peak is a small multiple of
+batch_size x n_items x 4 bytes (the model's output, our masked copy, one boolean mask
+for comparisons), whatever the number of users: e.g. 512 x 50k items = 100 MB per copy,
+about 0.5 GB measured in all. Lower batch_size to trade speed for memory.
+
+Speed (2 CPU cores, random scores, 50k items): about 1.5 s per 1000 users with
+diversity on 384-d vectors and 100 sampled negatives; the sampled metrics loop over users
+in Python (about 0.3 s per 1000 users).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..data.split import EvalSet, TrainSet
+from . import metrics as M
+
+HIST_STARTS = (1, 6, 21, 51)    # -> hist:1-5, hist:6-20, hist:21-50, hist:51+
+POP_STARTS = (0, 1, 5, 20)      # -> item-pop:0 (cold), item-pop:1-4, item-pop:5-19, item-pop:20+
+
+
+@dataclass
+class EvalResult:
+    metrics: dict                     # "NDCG@10" -> value (sampled ones prefixed "sampled:")
+    segments: dict                    # "hist:1-5" -> {"n": ..., "NDCG@10": ...}
+    n_users: int
+    seconds: float
+    per_user: dict = field(default_factory=dict, repr=False)   # "ranks", "topk", "sampled_ranks", ...
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (per-user arrays left out: they can be large)."""
+        return {"metrics": dict(self.metrics), "segments": {k: dict(v) for k, v in self.segments.items()},
+                "n_users": self.n_users, "seconds": self.seconds}
+
+
+def evaluate(model, evalset: EvalSet, train: TrainSet, ks=(10, 20, 50), batch_size: int = 512,
+             beyond: bool = True, item_vectors=None, sampled_negatives: int | None = None, seed: int = 0,
+             segments: bool = True, progress: bool = False,
+             hist_starts=HIST_STARTS, pop_starts=POP_STARTS) -> EvalResult:
+    """Evaluate `model` on `evalset` by full ranking over the `train.n_items` items.
+
+    ks: cut-offs. beyond: also coverage/diversity/novelty/avg_pop on the top-k lists
+    (diversity needs `item_vectors`, else `train.item_vectors`, else NaN).
+    sampled_negatives=N: extra metrics "sampled:NDCG@10", ... with each user's targets
+    ranked against N items drawn uniformly (per user, reproducibly from `seed`) from the
+    items not in that user's history or targets; all of them if fewer than N remain.
+    segments: metrics per history-length bucket (`hist_starts`: lower bounds) and per
+    target training popularity bucket (`pop_starts`). Item-popularity segments count
+    targets, not users: each target is one case ranked against the non-target items.
+    """
+    t0 = time.perf_counter()
+    n_items = train.n_items
+    ks = tuple(sorted({int(k) for k in ks}))
+    k_max = min(ks[-1], n_items)
+    n = len(evalset)
+    _check(evalset, n_items)
+    counts = train.item_counts()
+    vectors = item_vectors if item_vectors is not None else train.item_vectors
+    vectors = M.unit_vectors(vectors) if vectors is not None and beyond else None   # once, not per batch
+
+    rank_rows, sampled_rows = [], []
+    tops = np.empty((n if beyond else 0, k_max), dtype=np.int64)
+    per_k = {k: {"diversity": np.empty(n), "novelty": np.empty(n), "avg_pop": np.empty(n)} for k in ks}
+    starts = range(0, n, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, desc=f"evaluating {getattr(model, 'name', 'model')}", unit="batch")
+    for lo in starts:
+        hi = min(lo + batch_size, n)
+        hists, targs = evalset.histories[lo:hi], evalset.targets[lo:hi]
+        scores = _masked_scores(model, evalset.users[lo:hi], hists, targs, n_items)
+        ranks = M.target_ranks(scores, targs)
+        rank_rows.extend(r[np.isfinite(r)] for r in ranks)
+        if sampled_negatives:
+            sampled_rows.extend(_sampled_ranks(scores, hists, targs, sampled_negatives, seed, lo))
+        if beyond:
+            top = M.top_k(scores, k_max)
+            tops[lo:hi] = top
+            for k in ks:
+                per_k[k]["diversity"][lo:hi] = M.intra_list_diversity(top[:, :k], vectors, normalized=True)
+                per_k[k]["novelty"][lo:hi] = M.novelty(top[:, :k], counts)
+                per_k[k]["avg_pop"][lo:hi] = M.average_popularity(top[:, :k], counts)
+        del scores
+
+    ranks = M.pad_ranks(rank_rows)
+    result = M.accuracy_metrics(ranks, ks)
+    per_user = {"users": np.asarray(evalset.users), "ranks": ranks}
+    if sampled_negatives:
+        per_user["sampled_ranks"] = M.pad_ranks(sampled_rows)
+        result.update(M.accuracy_metrics(per_user["sampled_ranks"], ks, prefix="sampled:"))
+    if beyond:
+        per_user["topk"] = tops
+        for k in ks:
+            result[f"coverage@{k}"] = M.coverage(tops[:, :k], n_items)
+            for name, values in per_k[k].items():
+                result[f"{name}@{k}"] = M.nanmean(values)
+                per_user[f"{name}@{k}"] = values
+    segs = {}
+    if segments:
+        hist_len = np.array([len(h) for h in evalset.histories])
+        segs.update(_segments(ranks, hist_len, hist_starts, "hist", ks))
+        t_ranks, t_pop = _per_target(ranks, evalset.targets, counts)
+        segs.update(_segments(t_ranks, t_pop, pop_starts, "item-pop", ks))
+    return EvalResult(result, segs, n, time.perf_counter() - t0, per_user)
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _check(evalset: EvalSet, n_items: int) -> None:
+    if len(evalset) == 0:
+        raise ValueError("the evaluation set is empty: nothing to evaluate")
+    for i, t in enumerate(evalset.targets):
+        t = np.asarray(t)
+        if len(t) == 0:
+            raise ValueError(f"evaluation case {i} (user {evalset.users[i]}) has no target")
+        if t.min() < 0 or t.max() >= n_items:
+            raise ValueError(f"evaluation case {i} has a target outside 0..{n_items - 1}")
+
+
+def _masked_scores(model, users, hists, targs, n_items) -> np.ndarray:
+    """Model scores with history items (except targets) at -inf; NaN counts as -inf."""
+    # A copy: the model may hand back an array it keeps, which we must not edit.
+    scores = np.array(model.score_histories(np.asarray(users), hists), dtype=np.float32, copy=True)
+    if scores.shape != (len(users), n_items):
+        raise ValueError(f"{getattr(model, 'name', model)}.score_histories returned shape {scores.shape}, "
+                         f"expected {(len(users), n_items)}")
+    scores[np.isnan(scores)] = -np.inf     # a NaN would compare false with everything and rank first
+    h_rows = np.repeat(np.arange(len(hists)), [len(h) for h in hists])
+    t_rows = np.repeat(np.arange(len(targs)), [len(t) for t in targs])
+    t_cols = np.concatenate(targs).astype(np.int64)
+    kept = scores[t_rows, t_cols]
+    if len(h_rows):
+        scores[h_rows, np.concatenate(hists).astype(np.int64)] = -np.inf
+    scores[t_rows, t_cols] = kept
+    return scores
+
+
+def _sampled_ranks(scores, hists, targs, n_neg, seed, offset) -> list:
+    """Rank of each target among its user's targets plus n_neg uniformly sampled negatives."""
+    n_items = scores.shape[1]
+    out = []
+    for i, (h, t) in enumerate(zip(hists, targs)):
+        # One generator per case (seeded by its position): results do not depend on batch_size.
+        rng = np.random.default_rng([seed, offset + i])
+        seen = np.unique(np.concatenate([h, t]).astype(np.int64))
+        # Draw enough distinct items that n_neg unseen ones survive; the survivors of a
+        # uniform draw without replacement are a uniform sample of the unseen items.
+        draw = rng.choice(n_items, size=min(n_neg + len(seen), n_items), replace=False)
+        neg = draw[~np.isin(draw, seen)][:n_neg]
+        # Candidates sorted by item index, so target_ranks' tie rule (lower position first)
+        # is the same lower-item-index rule as in full ranking.
+        t = np.asarray(t, dtype=np.int64)
+        cand = np.sort(np.concatenate([neg, np.unique(t)]))
+        r = M.target_ranks(scores[i, cand][None, :], [np.searchsorted(cand, t)])[0]
+        out.append(r[:len(t)])
+    return out
+
+
+def _per_target(ranks, targets, counts):
+    """One single-target case per (user, target): rank among the non-target items."""
+    order = np.argsort(ranks, axis=1)
+    ahead = np.empty_like(order)
+    np.put_along_axis(ahead, order, np.arange(ranks.shape[1])[None, :], axis=1)  # targets ranked above
+    solo = ranks - ahead
+    mask = np.isfinite(ranks)
+    pops = np.concatenate([counts[np.asarray(t, dtype=np.int64)] for t in targets])
+    return solo[mask][:, None], pops   # row-major mask order == concatenation order
+
+
+def _labels(starts) -> list:
+    starts = list(starts)
+    return [f"{a}-{b - 1}" if b - 1 > a else f"{a}" for a, b in zip(starts, starts[1:])] + [f"{starts[-1]}+"]
+
+
+def _segments(ranks, values, starts, prefix, ks) -> dict:
+    """Accuracy metrics per bucket of `values`; buckets are [starts[i], starts[i+1])."""
+    starts = sorted(starts)
+    if starts[0] > 0:
+        starts = [0] + starts      # values below the first bound get their own bucket
+    which = np.searchsorted(starts, values, side="right") - 1
+    out = {}
+    for b, label in enumerate(_labels(starts)):
+        sel = which == b
+        if sel.any():
+            out[f"{prefix}:{label}"] = {"n": int(sel.sum()), **M.accuracy_metrics(ranks[sel], ks)}
+    return out

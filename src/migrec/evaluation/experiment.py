@@ -1,0 +1,159 @@
+"""Fit and evaluate several models on one split, the same way, and report (Cornac style).
+
+    result = Experiment(split, {"pop": Popularity(), "sasrec": SASRec()}).run()
+    print(result.to_markdown())
+    result.to_json("results/ml1m.json", command="migrec bench ...")
+    result.plot("results/ml1m.png")
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+from pathlib import Path
+
+from ..data.split import Split
+from .evaluator import evaluate
+from .memory import PeakMemory
+from . import plots
+
+
+class ExperimentResult:
+    """Rows (one dict per model: model, metrics, segments, train_seconds, eval_seconds, peak_rss_mb)."""
+
+    def __init__(self, rows: list, dataset: str = "", protocol: str = ""):
+        self.rows, self.dataset, self.protocol = rows, dataset, protocol
+
+    def to_markdown(self, columns=("NDCG@10", "HR@10", "MRR@10", "coverage@10", "diversity@10", "novelty@10")) -> str:
+        head = ["model", *columns, "train s", "peak MB"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+        for r in self.rows:
+            cells = [r["model"], *(_fmt(r["metrics"].get(c), 4) for c in columns),
+                     _fmt(r.get("train_seconds"), 1), _fmt(r.get("peak_rss_mb"), 0)]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def to_json(self, path, dataset: str | None = None, protocol: str | None = None,
+                machine: str | None = None, command: str | None = None) -> dict:
+        """Write {"dataset", "protocol", "machine", "command", "rows": [...]}; NaN becomes null."""
+        doc = {
+            "dataset": self.dataset if dataset is None else dataset,
+            "protocol": self.protocol if protocol is None else protocol,
+            "machine": machine_description() if machine is None else machine,
+            "command": " ".join(sys.argv) if command is None else command,
+            "rows": _clean(self.rows),
+        }
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=2, allow_nan=False))
+        return doc
+
+    def plot(self, path, metric: str = "NDCG@10", title: str | None = None) -> Path:
+        return plots.bar_chart(self.rows, path, metrics=(metric,), title=title or f"{metric} ({self.dataset})")
+
+    def plot_segments(self, path, metric: str = "NDCG@10", title: str | None = None) -> Path:
+        return plots.segment_chart(self.rows, metric, path, title=title)
+
+
+class Experiment:
+    """Fit each model on split.train (with split.valid for early stopping), evaluate on one EvalSet.
+
+    models: {name: model} or a list (names from model.name, made unique with "#2", ...).
+    eval_on: "test" or "valid". Other keyword arguments of `evaluate` go in `eval_kwargs`.
+    """
+
+    def __init__(self, split: Split, models, ks=(10, 20, 50), item_vectors=None, sampled_negatives=None,
+                 eval_on: str = "test", progress: bool = True, **eval_kwargs):
+        if eval_on not in ("test", "valid"):
+            raise ValueError(f"eval_on must be 'test' or 'valid', not {eval_on!r}")
+        self.split, self.ks, self.item_vectors = split, ks, item_vectors
+        self.sampled_negatives, self.eval_on, self.progress = sampled_negatives, eval_on, progress
+        self.eval_kwargs = eval_kwargs
+        self.models = dict(models) if isinstance(models, dict) else _named(models)
+
+    def _log(self, msg: str, end: str = "\n") -> None:
+        if self.progress:
+            print(msg, end=end, flush=True)
+
+    def run(self) -> ExperimentResult:
+        evalset = getattr(self.split, self.eval_on)
+        rows, total = [], len(self.models)
+        for i, (name, model) in enumerate(self.models.items(), 1):
+            self._log(f"[{i}/{total}] fitting {name} ... ", end="")
+            with PeakMemory() as fit_mem:
+                model.fit(self.split.train, self.split.valid)
+            self._log(f"{fit_mem.seconds:.1f} s")
+            self._log(f"[{i}/{total}] evaluating {name} on {self.eval_on} ({len(evalset)} users) ... ", end="")
+            with PeakMemory() as eval_mem:
+                res = evaluate(model, evalset, self.split.train, ks=self.ks, item_vectors=self.item_vectors,
+                               sampled_negatives=self.sampled_negatives, **self.eval_kwargs)
+            self._log(f"{res.seconds:.1f} s")
+            row = {"model": name, "metrics": res.metrics, "segments": res.segments,
+                   "train_seconds": fit_mem.seconds, "eval_seconds": res.seconds,
+                   "peak_rss_mb": fit_mem.peak_mb, "eval_peak_rss_mb": eval_mem.peak_mb,
+                   "n_users": res.n_users}
+            if fit_mem.gpu_peak_mb is not None:
+                row["gpu_peak_mb"] = fit_mem.gpu_peak_mb
+            rows.append(row)
+        result = ExperimentResult(rows, dataset=self.split.name, protocol=self.split.protocol)
+        self._log("\n" + result.to_markdown())
+        return result
+
+
+def machine_description() -> str:
+    """e.g. "Linux x86_64, 2 CPU cores (AMD EPYC 7B13), 24 GiB RAM, no GPU"."""
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    ram = ""
+    try:
+        with open("/proc/meminfo") as fh:
+            kb = next(int(l.split()[1]) for l in fh if l.startswith("MemTotal"))
+        ram = f", {kb / 2 ** 20:.0f} GiB RAM"
+    except (OSError, StopIteration):
+        pass
+    gpu = "no GPU"
+    try:
+        import torch
+        if torch.cuda.is_available():
+            gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    except Exception:      # torch missing or broken CUDA setup: report no GPU
+        pass
+    cores = os.cpu_count()
+    return f"{platform.system()} {platform.machine()}, {cores} CPU cores" + (f" ({cpu})" if cpu else "") + \
+        f"{ram}, {gpu}"
+
+
+def _named(models) -> dict:
+    out = {}
+    for m in models:
+        base = getattr(m, "name", type(m).__name__)
+        name, i = base, 2
+        while name in out:
+            name, i = f"{base}#{i}", i + 1
+        out[name] = m
+    return out
+
+
+def _fmt(v, digits: int) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:.{digits}f}"
+
+
+def _clean(obj):
+    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

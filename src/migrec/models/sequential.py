@@ -1,0 +1,227 @@
+"""Shared machinery of the causal-transformer models (SASRec and the interest model).
+
+A subclass only says how to build the item table (one vector per item); this module
+owns the transformer, the full-softmax cross-entropy training loop with early stopping
+on validation NDCG@10, scoring, and saving. Item index i is row i+1 of the table;
+row 0 is padding. Sequences are left-padded so the last position is the newest event.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from .base import Recommender
+
+log = logging.getLogger(__name__)
+
+
+class CausalTransformer(nn.Module):
+    """Pre-LN transformer over a left-padded sequence of item vectors, causal attention."""
+
+    def __init__(self, hidden: int, layers: int, heads: int, dropout: float, max_len: int):
+        super().__init__()
+        self.heads = heads
+        self.position = nn.Embedding(max_len, hidden)
+        block = nn.TransformerEncoderLayer(hidden, heads, 4 * hidden, dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(hidden)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """x: [B, L, H] item vectors, pad: [B, L] True where padding -> [B, L, H]."""
+        b, length, _ = x.shape
+        pos = torch.arange(length, device=x.device)
+        h = self.dropout(x + self.position(pos)[None])
+        # Block the future and padding keys, but always let a position see itself so no
+        # attention row is empty (an empty row would give NaNs at padded positions).
+        blocked = torch.triu(torch.ones(length, length, dtype=torch.bool, device=x.device), 1)[None] | pad[:, None, :]
+        blocked &= ~torch.eye(length, dtype=torch.bool, device=x.device)[None]
+        mask = torch.zeros(blocked.shape, dtype=x.dtype, device=x.device).masked_fill(blocked, float("-inf"))
+        mask = mask.repeat_interleave(self.heads, dim=0)
+        return self.norm(self.blocks(h, mask=mask))
+
+
+def left_pad(histories, max_len: int) -> np.ndarray:
+    """Last `max_len` items of each history as table indices (item+1), left-padded with 0."""
+    out = np.zeros((len(histories), max_len), dtype=np.int64)
+    for row, h in enumerate(histories):
+        h = np.asarray(h[-max_len:], dtype=np.int64)
+        if len(h):
+            out[row, max_len - len(h):] = h + 1
+    return out
+
+
+def training_windows(sequences, max_len: int) -> np.ndarray:
+    """Cut each sequence, from its newest end, into windows of max_len+1 (input + shifted target).
+
+    Long histories give several windows instead of only their last max_len events.
+    """
+    windows = []
+    for s in sequences:
+        end = len(s)
+        while end >= 2:
+            start = max(0, end - max_len - 1)
+            windows.append(s[start:end])
+            end = start + 1 if start > 0 else 0
+    return left_pad(windows, max_len + 1)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class SequentialRecommender(Recommender):
+    """Causal transformer + full-softmax cross-entropy; subclasses provide the item table."""
+
+    def __init__(self, hidden: int = 64, layers: int = 2, heads: int = 2, dropout: float = 0.2,
+                 max_len: int = 200, epochs: int = 200, batch_size: int = 128, lr: float = 1e-3,
+                 weight_decay: float = 0.0, temperature: float = 1.0, normalize: bool = False,
+                 patience: int = 5, eval_every: int = 1, device: str = "auto", seed: int = 0,
+                 progress: bool = True, max_train_seconds: float | None = None):
+        self.hidden, self.layers, self.heads, self.dropout = hidden, layers, heads, dropout
+        self.max_len, self.epochs, self.batch_size, self.lr = max_len, epochs, batch_size, lr
+        self.weight_decay, self.temperature, self.normalize = weight_decay, temperature, normalize
+        self.patience, self.eval_every, self.device = patience, eval_every, device
+        self.seed, self.progress, self.max_train_seconds = seed, progress, max_train_seconds
+
+    # -- subclass hooks ---------------------------------------------------------------
+    def _build_items(self, train) -> nn.Module:
+        """A module whose forward() returns the [n_items + 1, hidden] item table (row 0 = pad)."""
+        raise NotImplementedError
+
+    # -- network -------------------------------------------------------------------------
+    def _build(self, train):
+        torch.manual_seed(self.seed)
+        self.net_ = nn.ModuleDict({
+            "item_table": self._build_items(train),
+            "encoder": CausalTransformer(self.hidden, self.layers, self.heads, self.dropout, self.max_len),
+        })
+        self.device_ = resolve_device(self.device)
+        self.net_.to(self.device_)
+
+    def _interest(self, seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Per-position interest vectors for table-index sequences [B, L] -> [B, L, H]."""
+        return self.net_["encoder"](table[seq], seq == 0)
+
+    def _logits(self, interest: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        items = table[1:]
+        if self.normalize:
+            interest, items = F.normalize(interest, dim=-1), F.normalize(items, dim=-1)
+        return interest @ items.T / self.temperature
+
+    # -- training ----------------------------------------------------------------------
+    def fit(self, train, valid=None):
+        self._remember(train)
+        self._build(train)
+        rng = np.random.default_rng(self.seed)
+        windows = training_windows(train.sequences, self.max_len)
+        opt = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        best, best_state, stale, started = -1.0, None, 0, time.time()
+        self.history_ = []
+        bar = tqdm(range(1, self.epochs + 1), desc=f"fit {self.name}", disable=not self.progress, leave=False)
+        for epoch in bar:
+            loss = self._epoch(windows, opt, rng)
+            record = {"epoch": epoch, "loss": loss, "seconds": time.time() - started}
+            if valid is not None and len(valid) and epoch % self.eval_every == 0:
+                record["valid_NDCG@10"] = score = self._valid_ndcg(train, valid)
+                if score > best:
+                    best, best_state, stale = score, copy.deepcopy(self.net_.state_dict()), 0
+                else:
+                    stale += 1
+            self.history_.append(record)
+            bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
+            log.info("%s epoch %d %s", self.name, epoch, record)
+            if stale >= self.patience:
+                break
+            if self.max_train_seconds and time.time() - started > self.max_train_seconds:
+                log.warning("%s stopped by max_train_seconds after epoch %d", self.name, epoch)
+                break
+        bar.close()
+        if best_state is not None:
+            self.net_.load_state_dict(best_state)
+        self.best_valid_ndcg_ = best
+        self.net_.eval()
+        return self
+
+    def _epoch(self, windows: np.ndarray, opt, rng) -> float:
+        self.net_.train()
+        order = rng.permutation(len(windows))
+        total, count = 0.0, 0
+        for start in range(0, len(order), self.batch_size):
+            batch = torch.from_numpy(windows[order[start:start + self.batch_size]]).to(self.device_)
+            seq, target = batch[:, :-1], batch[:, 1:]
+            table = self.net_["item_table"]()
+            interest = self._interest(seq, table)
+            keep = (target > 0) & (seq > 0)  # predict only real next items from real inputs
+            logits = self._logits(interest[keep], table)
+            loss = F.cross_entropy(logits, target[keep] - 1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss) * int(keep.sum())
+            count += int(keep.sum())
+        return total / max(count, 1)
+
+    def _valid_ndcg(self, train, valid) -> float:
+        from ..evaluation.evaluator import evaluate
+
+        self.net_.eval()
+        return float(evaluate(self, valid, train, ks=(10,), beyond=False, segments=False).metrics["NDCG@10"])
+
+    # -- scoring -----------------------------------------------------------------------
+    @torch.no_grad()
+    def score_histories(self, users, histories):
+        self.net_.eval()
+        table = self.net_["item_table"]()
+        seq = torch.from_numpy(left_pad(histories, self.max_len)).to(self.device_)
+        interest = self._interest(seq, table)[:, -1]
+        return self._logits(interest, table).float().cpu().numpy()
+
+    @torch.no_grad()
+    def interest_vectors(self, histories) -> np.ndarray:
+        """The user interest vector f(u): the transformer output at the newest position."""
+        self.net_.eval()
+        seq = torch.from_numpy(left_pad(histories, self.max_len)).to(self.device_)
+        return self._interest(seq, self.net_["item_table"]())[:, -1].cpu().numpy()
+
+    # -- persistence: torch state dict + plain arrays ------------------------------------
+    def _extra_state(self) -> dict:
+        return {}
+
+    def _save_state(self, path):
+        torch.save({
+            "net": {k: v.cpu() for k, v in self.net_.state_dict().items()},
+            "user_ids": self.user_ids_, "item_ids": self.item_ids_, "histories": self.histories_,
+            "history": self.history_, "best_valid_ndcg": self.best_valid_ndcg_, **self._extra_state(),
+        }, path / "state.pt")
+
+    def _load_state(self, path):
+        state = torch.load(path / "state.pt", weights_only=False, map_location="cpu")
+        self.user_ids_, self.item_ids_, self.histories_ = state["user_ids"], state["item_ids"], state["histories"]
+        self.history_, self.best_valid_ndcg_ = state["history"], state["best_valid_ndcg"]
+        self._restore_extra(state)
+        self._build(self._shape_for_load(state))
+        self.net_.load_state_dict(state["net"])
+        self.net_.eval()
+
+    def _restore_extra(self, state: dict) -> None:
+        pass
+
+    def _shape_for_load(self, state):
+        """An object with what _build_items needs (n_items, ...) when rebuilding from disk."""
+        return _Shape(n_items=len(state["item_ids"]))
+
+
+class _Shape:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)

@@ -1,0 +1,18 @@
+"""Shared fixtures: where the real data sets live."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """$MIGREC_DATA, else <repo>/../shared/data; the test is skipped when it is missing."""
+    root = Path(os.environ.get("MIGREC_DATA") or REPO.parent / "shared" / "data")
+    if not root.is_dir():
+        pytest.skip(f"shared data folder not found: {root}")
+    return root

@@ -1,0 +1,118 @@
+"""Experiment runner, report files and memory measurement on a tiny synthetic split."""
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from migrec.data.split import EvalSet, Split, TrainSet
+from migrec.evaluation import Experiment, PeakMemory, machine_description
+from migrec.models.base import Recommender
+
+
+class Popular(Recommender):
+    name = "pop"
+
+    def fit(self, train, valid=None):
+        self.counts_ = train.item_counts().astype(np.float32)
+        return self
+
+    def score_histories(self, users, histories):
+        return np.tile(self.counts_, (len(users), 1))
+
+
+class Noise(Recommender):
+    name = "noise"
+
+    def __init__(self, seed=0):
+        self.seed = seed
+
+    def fit(self, train, valid=None):
+        self.n_items_ = train.n_items
+        return self
+
+    def score_histories(self, users, histories):
+        rng = np.random.default_rng([self.seed, *np.asarray(users).tolist()])
+        return rng.random((len(users), self.n_items_)).astype(np.float32)
+
+
+@pytest.fixture
+def split():
+    rng = np.random.default_rng(0)
+    n_users, n_items = 40, 30
+    p = np.linspace(3, 0.1, n_items)
+    p /= p.sum()                                        # skewed popularity, so "pop" beats noise
+    seqs = [rng.choice(n_items, size=8, replace=False, p=p) for _ in range(n_users)]
+    cat = pd.DataFrame({"item_id": [f"i{j}" for j in range(n_items)], "domain": "default",
+                        "title": [f"item {j}" for j in range(n_items)]})
+    train = TrainSet(np.array([f"u{u}" for u in range(n_users)], dtype=object), cat["item_id"].to_numpy(object),
+                     [s[:-2] for s in seqs], cat, item_vectors=rng.normal(size=(n_items, 4)))
+    users = np.arange(n_users)
+    valid = EvalSet(users, [s[:-2] for s in seqs], [s[-2:-1] for s in seqs])
+    test = EvalSet(users, [s[:-1] for s in seqs], [s[-1:] for s in seqs])
+    return Split(train, valid, test, name="toy", protocol="leave-one-out")
+
+
+def test_experiment_reports(split, tmp_path, capsys):
+    result = Experiment(split, [Popular(), Noise()], ks=(5, 10), sampled_negatives=10).run()
+    out = capsys.readouterr().out
+    assert "[1/2] fitting pop ... " in out and "[2/2] evaluating noise" in out
+
+    assert [r["model"] for r in result.rows] == ["pop", "noise"]
+    for r in result.rows:
+        assert {"model", "metrics", "segments", "train_seconds", "eval_seconds", "peak_rss_mb"} <= set(r)
+        assert r["peak_rss_mb"] > 0 and r["train_seconds"] >= 0
+        assert "sampled:NDCG@10" in r["metrics"] and 0 <= r["metrics"]["NDCG@10"] <= 1
+    assert result.rows[0]["metrics"]["coverage@5"] < result.rows[1]["metrics"]["coverage@5"]
+
+    md = result.to_markdown()
+    lines = md.splitlines()
+    assert lines[0].startswith("| model | NDCG@10 | HR@10 | MRR@10 | coverage@10 | diversity@10 | novelty@10 |")
+    assert len(lines) == 2 + 2 and lines[2].startswith("| pop |") and lines[3].startswith("| noise |")
+    assert f"{result.rows[0]['metrics']['NDCG@10']:.4f}" in lines[2]
+
+    doc = result.to_json(tmp_path / "r.json", command="pytest")
+    loaded = json.loads((tmp_path / "r.json").read_text())
+    assert loaded == doc
+    assert list(loaded) == ["dataset", "protocol", "machine", "command", "rows"]
+    assert loaded["dataset"] == "toy" and loaded["protocol"] == "leave-one-out" and loaded["command"] == "pytest"
+    assert "CPU cores" in loaded["machine"]
+    for row in loaded["rows"]:
+        assert {"model", "metrics", "train_seconds", "peak_rss_mb"} <= set(row)
+        assert isinstance(row["metrics"]["NDCG@10"], float)
+
+    for png in (result.plot(tmp_path / "bars.png"), result.plot_segments(tmp_path / "seg.png")):
+        data = png.read_bytes()
+        assert len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_models_dict_eval_on_valid_and_nan_in_json(split, tmp_path):
+    split.train.item_vectors = None                  # no vectors -> diversity NaN -> null / "n/a"
+    result = Experiment(split, {"a": Popular(), "b": Popular()}, ks=(10,), eval_on="valid", progress=False).run()
+    assert [r["model"] for r in result.rows] == ["a", "b"]
+    assert result.rows[0]["n_users"] == len(split.valid)
+    doc = result.to_json(tmp_path / "r.json")
+    assert doc["rows"][0]["metrics"]["diversity@10"] is None
+    assert "n/a" in result.to_markdown()
+    with pytest.raises(ValueError):
+        Experiment(split, [Popular()], eval_on="train")
+
+
+def test_duplicate_model_names_are_made_unique(split):
+    result = Experiment(split, [Popular(), Popular()], ks=(10,), progress=False).run()
+    assert [r["model"] for r in result.rows] == ["pop", "pop#2"]
+
+
+def test_peak_memory_sees_a_temporary_allocation():
+    with PeakMemory() as pm:
+        block = np.ones(200 * 2 ** 20 // 8)        # 200 MB, touched
+        time.sleep(0.1)                            # several sampling intervals
+        del block
+    assert pm.seconds > 0
+    assert pm.peak_mb - pm.start_mb > 150
+
+
+def test_machine_description():
+    text = machine_description()
+    assert "CPU cores" in text and ("GPU" in text or "NVIDIA" in text or "H100" in text)
