@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .sequential import SequentialRecommender, _Shape, left_pad
+from .sequential import SequentialRecommender, _Shape
 
 
 class MoEAdapter(nn.Module):
@@ -130,17 +130,14 @@ class InterestModel(SequentialRecommender):
             raise ValueError(f"user {user!r} has no history to explain from")
         self.net_.eval()
         table = self.net_["item_table"]().detach()
-        seq = torch.from_numpy(left_pad([history], self.max_len)).to(self.device_)
-        pad = seq == 0
-        x = table[seq]  # [1, L, H]
+        x = table[torch.as_tensor(history + 1, device=self.device_)][None]  # [1, n, H], no padding
         alphas = torch.linspace(0, 1, steps + 1, device=self.device_)[1:]  # right Riemann sum
-        path = (alphas[:, None, None] * x).requires_grad_(True)  # [steps, L, H]
-        interest = self.net_["encoder"](path, pad.expand(steps, -1))[:, -1]
-        scores = self._logits(interest, table)[:, target]
+        path = (alphas[:, None, None] * x).requires_grad_(True)  # [steps, n, H]
+        scores = self._logits(self.net_["encoder"](path)[:, -1], table)[:, target]
         grads, = torch.autograd.grad(scores.sum(), path)
-        attribution = (x[0] * grads.mean(0)).sum(-1)[~pad[0]].detach().cpu().numpy()
+        attribution = (x[0] * grads.mean(0)).sum(-1).detach().cpu().numpy()
         with torch.no_grad():
-            zero = self._logits(self.net_["encoder"](torch.zeros_like(x), pad)[:, -1], table)[0, target]
+            zero = self._logits(self.net_["encoder"](torch.zeros_like(x))[:, -1], table)[0, target]
         full = float(scores[-1])
         items = self.item_ids_[history]
         frame = pd.DataFrame({"position": np.arange(len(history)) - len(history), "item_id": items,

@@ -3,7 +3,9 @@
 A subclass only says how to build the item table (one vector per item); this module
 owns the transformer, the full-softmax cross-entropy training loop with early stopping
 on validation NDCG@10, scoring, and saving. Item index i is row i+1 of the table;
-row 0 is padding. Sequences are left-padded so the last position is the newest event.
+row 0 is padding. Sequences are right-padded: position j is the j-th event of the window,
+so with a plain causal mask no real event ever attends to padding (and the fast fused
+attention kernel applies).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from tqdm.auto import tqdm
 from .base import Recommender
 
 log = logging.getLogger(__name__)
+FFN_MULT = 4  # feed-forward width as a multiple of the hidden size
 
 
 class CausalTransformer(nn.Module):
@@ -29,34 +32,34 @@ class CausalTransformer(nn.Module):
         super().__init__()
         self.heads = heads
         self.position = nn.Embedding(max_len, hidden)
-        block = nn.TransformerEncoderLayer(hidden, heads, 4 * hidden, dropout, activation="gelu",
+        nn.init.normal_(self.position.weight, std=0.02)
+        self.input_norm = nn.LayerNorm(hidden)  # makes training indifferent to the item table's scale
+        block = nn.TransformerEncoderLayer(hidden, heads, FFN_MULT * hidden, dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(hidden)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        """x: [B, L, H] item vectors, pad: [B, L] True where padding -> [B, L, H]."""
-        b, length, _ = x.shape
-        pos = torch.arange(length, device=x.device)
-        h = self.dropout(x + self.position(pos)[None])
-        # Block the future and padding keys, but always let a position see itself so no
-        # attention row is empty (an empty row would give NaNs at padded positions).
-        blocked = torch.triu(torch.ones(length, length, dtype=torch.bool, device=x.device), 1)[None] | pad[:, None, :]
-        blocked &= ~torch.eye(length, dtype=torch.bool, device=x.device)[None]
-        mask = torch.zeros(blocked.shape, dtype=x.dtype, device=x.device).masked_fill(blocked, float("-inf"))
-        mask = mask.repeat_interleave(self.heads, dim=0)
-        return self.norm(self.blocks(h, mask=mask))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, L, H] right-padded item vectors -> [B, L, H] (padding outputs are junk)."""
+        length = x.shape[1]
+        h = self.dropout(self.input_norm(x + self.position.weight[:length][None]))
+        causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=x.device), 1)
+        return self.norm(self.blocks(h, mask=causal, is_causal=True))
 
 
-def left_pad(histories, max_len: int) -> np.ndarray:
-    """Last `max_len` items of each history as table indices (item+1), left-padded with 0."""
+def right_pad(histories, max_len: int) -> np.ndarray:
+    """Last `max_len` items of each history as table indices (item+1), right-padded with 0."""
     out = np.zeros((len(histories), max_len), dtype=np.int64)
     for row, h in enumerate(histories):
         h = np.asarray(h[-max_len:], dtype=np.int64)
-        if len(h):
-            out[row, max_len - len(h):] = h + 1
+        out[row, :len(h)] = h + 1
     return out
+
+
+def last_position(seq: torch.Tensor) -> torch.Tensor:
+    """Index of the newest real event in each right-padded row (0 for an empty history)."""
+    return ((seq > 0).sum(1) - 1).clamp(min=0)
 
 
 def training_windows(sequences, max_len: int) -> np.ndarray:
@@ -71,7 +74,7 @@ def training_windows(sequences, max_len: int) -> np.ndarray:
             start = max(0, end - max_len - 1)
             windows.append(s[start:end])
             end = start + 1 if start > 0 else 0
-    return left_pad(windows, max_len + 1)
+    return right_pad(windows, max_len + 1)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -87,12 +90,13 @@ class SequentialRecommender(Recommender):
                  max_len: int = 200, epochs: int = 200, batch_size: int = 128, lr: float = 1e-3,
                  weight_decay: float = 0.0, temperature: float = 1.0, normalize: bool = False,
                  patience: int = 5, eval_every: int = 1, device: str = "auto", seed: int = 0,
-                 progress: bool = True, max_train_seconds: float | None = None):
+                 progress: bool = True, max_train_seconds: float | None = None, bf16: bool = False):
         self.hidden, self.layers, self.heads, self.dropout = hidden, layers, heads, dropout
         self.max_len, self.epochs, self.batch_size, self.lr = max_len, epochs, batch_size, lr
         self.weight_decay, self.temperature, self.normalize = weight_decay, temperature, normalize
         self.patience, self.eval_every, self.device = patience, eval_every, device
         self.seed, self.progress, self.max_train_seconds = seed, progress, max_train_seconds
+        self.bf16 = bf16  # bfloat16 autocast for training matmuls: ~25 % faster on AVX512-BF16 CPUs
 
     # -- subclass hooks ---------------------------------------------------------------
     def _build_items(self, train) -> nn.Module:
@@ -111,7 +115,12 @@ class SequentialRecommender(Recommender):
 
     def _interest(self, seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """Per-position interest vectors for table-index sequences [B, L] -> [B, L, H]."""
-        return self.net_["encoder"](table[seq], seq == 0)
+        return self.net_["encoder"](table[seq])
+
+    def _newest(self, seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """f(u): the interest vector at the newest event of each sequence -> [B, H]."""
+        out = self._interest(seq, table)
+        return out[torch.arange(len(seq), device=seq.device), last_position(seq)]
 
     def _logits(self, interest: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         items = table[1:]
@@ -153,23 +162,40 @@ class SequentialRecommender(Recommender):
         self.net_.eval()
         return self
 
+    def _batches(self, windows: np.ndarray, rng) -> list:
+        """Shuffled batches of similar-length windows, each trimmed to its longest row.
+
+        Sorting within large shuffled pools keeps batches random while cutting the
+        padding the transformer would otherwise process (often 40 % of the slots).
+        """
+        lengths = (windows > 0).sum(1)
+        order = rng.permutation(len(windows))
+        pool = self.batch_size * 32
+        batches = []
+        for start in range(0, len(order), pool):
+            chunk = order[start:start + pool]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        rng.shuffle(batches)
+        return [windows[b][:, : lengths[b].max()] for b in batches]
+
     def _epoch(self, windows: np.ndarray, opt, rng) -> float:
         self.net_.train()
-        order = rng.permutation(len(windows))
         total, count = 0.0, 0
-        for start in range(0, len(order), self.batch_size):
-            batch = torch.from_numpy(windows[order[start:start + self.batch_size]]).to(self.device_)
+        for batch in self._batches(windows, rng):
+            batch = torch.from_numpy(batch).to(self.device_)
             seq, target = batch[:, :-1], batch[:, 1:]
-            table = self.net_["item_table"]()
-            interest = self._interest(seq, table)
-            keep = (target > 0) & (seq > 0)  # predict only real next items from real inputs
-            logits = self._logits(interest[keep], table)
-            loss = F.cross_entropy(logits, target[keep] - 1)
+            keep = target > 0  # right padding: a real target always follows a real input
+            with torch.autocast(self.device_.type, dtype=torch.bfloat16, enabled=bool(self.bf16)):
+                table = self.net_["item_table"]()
+                logits = self._logits(self._interest(seq, table)[keep], table)
+            loss = F.cross_entropy(logits.float(), target[keep] - 1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * int(keep.sum())
-            count += int(keep.sum())
+            n = int(keep.sum())
+            total += float(loss.detach()) * n
+            count += n
         return total / max(count, 1)
 
     def _valid_ndcg(self, train, valid) -> float:
@@ -183,16 +209,15 @@ class SequentialRecommender(Recommender):
     def score_histories(self, users, histories):
         self.net_.eval()
         table = self.net_["item_table"]()
-        seq = torch.from_numpy(left_pad(histories, self.max_len)).to(self.device_)
-        interest = self._interest(seq, table)[:, -1]
-        return self._logits(interest, table).float().cpu().numpy()
+        seq = torch.from_numpy(right_pad(histories, self.max_len)).to(self.device_)
+        return self._logits(self._newest(seq, table), table).float().cpu().numpy()
 
     @torch.no_grad()
     def interest_vectors(self, histories) -> np.ndarray:
         """The user interest vector f(u): the transformer output at the newest position."""
         self.net_.eval()
-        seq = torch.from_numpy(left_pad(histories, self.max_len)).to(self.device_)
-        return self._interest(seq, self.net_["item_table"]())[:, -1].cpu().numpy()
+        seq = torch.from_numpy(right_pad(histories, self.max_len)).to(self.device_)
+        return self._newest(seq, self.net_["item_table"]()).cpu().numpy()
 
     # -- persistence: torch state dict + plain arrays ------------------------------------
     def _extra_state(self) -> dict:
