@@ -1,8 +1,8 @@
 """ALS and BPR matrix factorisation through the `implicit` library.
 
 At prediction time ALS re-solves a user's factors from the given history (exact, cheap),
-so the test history (train + valid item) is used; BPR keeps the fitted user factors and
-falls back to the mean of the history's item factors for histories it did not train on.
+so the test history (train + valid item) is used; BPR keeps the user factors it fitted
+(a history passed at prediction time does not change them).
 """
 from __future__ import annotations
 
