@@ -10,6 +10,7 @@ Training time and peak resident memory are measured around each model's fit.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -24,9 +25,9 @@ RESULTS = HERE / "results"
 ALL_MODELS = ["popularity", "itemknn", "als", "bpr", "sasrec", "interest-text", "interest-text+id"]
 
 # Hyper-parameters per data set; sequential models stop early on validation NDCG@10.
-_SEQ_100K = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.5, lr=1e-3, batch_size=128,
-                 epochs=200, patience=5, bf16=True, progress=False)
-_SEQ_1M = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.2, lr=3e-3, batch_size=128,
+_SEQ_100K = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.5, lr=2e-3, batch_size=128,
+                 epochs=200, patience=5, bf16=True, progress=False, max_train_seconds=240)
+_SEQ_1M = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.2, lr=2e-3, batch_size=128,
                epochs=200, patience=3, bf16=True, progress=False, max_train_seconds=840)
 PARAMS = {
     "ml-100k": {"sasrec": _SEQ_100K, "interest-text": _SEQ_100K, "interest-text+id": _SEQ_100K,
@@ -55,11 +56,9 @@ def run(name: str, data: Path, models: list[str], encoder: str, command: str):
     payload = result.to_json(out, dataset=name, protocol=f"{split.protocol}; full ranking over all "
                              f"{split.train.n_items} catalogue items, training items excluded; "
                              f"text encoder {encoder}", machine=machine_description(), command=command)
-    if previous:  # keep rows of models not re-run this time
-        kept = [r for r in previous["rows"] if r["model"] not in models]
-        payload["rows"] = sorted(kept + payload["rows"], key=lambda r: ALL_MODELS.index(r["model"])
-                                 if r["model"] in ALL_MODELS else 99)
-        out.write_text(__import__("json").dumps(payload, indent=2))
+    kept = [r for r in previous["rows"] if r["model"] not in models] if previous else []  # rows not re-run
+    payload["rows"] = sorted(kept + payload["rows"], key=lambda r: ALL_MODELS.index(r["model"]))
+    out.write_text(json.dumps(payload, indent=2))
     for m in models:
         hist = getattr(built[m], "history_", None)
         if hist:
@@ -72,8 +71,6 @@ def run(name: str, data: Path, models: list[str], encoder: str, command: str):
 
 
 def _read(path: Path):
-    import json
-
     return json.loads(path.read_text()) if path.exists() else None
 
 

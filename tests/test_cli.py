@@ -55,3 +55,15 @@ def test_train_then_recommend_shows_titles_and_explanation(ml100k, tmp_path, cap
 def test_unknown_model_is_a_clear_error(ml100k):
     with pytest.raises(SystemExit):
         main(["train", "--dataset", "ml-100k", "--path", ml100k, "--model", "nope", "--out", "x"])
+
+
+def test_demo_runs_end_to_end(ml100k, tmp_path, capsys):
+    """The quick demo: all seven models, table, chart, one user's history, top-10 and why."""
+    main(["demo", "--data", ml100k, "--quick", "--encoder", "hashing:64", "--out", str(tmp_path / "demo"),
+          "--cache", str(tmp_path / "cache")])
+    text = capsys.readouterr().out
+    payload = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert [r["model"] for r in payload["rows"]] == ["popularity", "itemknn", "als", "bpr", "sasrec",
+                                                     "interest-text", "interest-text+id"]
+    assert all(0.0 <= r["metrics"]["NDCG@10"] <= 1.0 for r in payload["rows"])
+    assert "Top-10 recommendations" in text and "most recent" in text and "Why #1" in text

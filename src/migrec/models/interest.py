@@ -44,7 +44,7 @@ class TextItemTable(nn.Module):
         self.adapter = MoEAdapter(text.shape[1], hidden, experts, dropout)
         self.ids = nn.Embedding(len(text) + 1, hidden) if use_id else None
         if self.ids is not None:
-            nn.init.normal_(self.ids.weight, std=hidden ** -0.5)
+            nn.init.normal_(self.ids.weight, std=0.01)  # start from the text: IDs learn a residual
 
     def forward(self) -> torch.Tensor:
         table = self.adapter(self.text)
