@@ -79,7 +79,9 @@ class SentenceTransformerEncoder(TextEncoder):
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(self._source(), device=self.device or default_device())
+            # The bundled copy never needs the hub: say so, so an offline machine never waits on it.
+            self._model = SentenceTransformer(self._source(), device=self.device or default_device(),
+                                              local_files_only=self.is_bundled)
         return self._model
 
     def _encode(self, texts: list[str]) -> np.ndarray:

@@ -29,12 +29,11 @@ class _ImplicitMF(Recommender):
         self._remember(train)
         from threadpoolctl import threadpool_limits
 
-        model = self._build()
         with threadpool_limits(1, "blas"):  # implicit runs its own threads; nested BLAS threads slow it down
+            model = self._build()
             model.fit(train.csr(binary=True) * float(getattr(self, "alpha", 1.0)), show_progress=False)
         self.user_factors_ = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)
-        self._model = model
         return self
 
     def _user_vectors(self, users, histories):
