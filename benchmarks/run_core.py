@@ -63,11 +63,15 @@ def run(name: str, data: Path, models: list[str], encoder: str, command: str):
         hist = getattr(built[m], "history_", None)
         if hist:
             print(f"{m}: {len(hist)} epochs, best valid NDCG@10 {built[m].best_valid_ndcg_:.4f}")
+    _chart(payload)
+    return payload
+
+
+def _chart(payload: dict) -> None:
     from migrec.evaluation.plots import bar_chart
 
-    bar_chart(payload["rows"], RESULTS / f"{name}.png", metrics=("NDCG@10", "HR@10", "MRR@10"),
-              title=f"{name}: leave-one-out, full ranking")
-    return payload
+    bar_chart(payload["rows"], RESULTS / f"{payload['dataset']}.png", metrics=("NDCG@10", "HR@10", "MRR@10"),
+              title=f"{payload['dataset']}: leave-one-out, full ranking")
 
 
 def _read(path: Path):
@@ -113,7 +117,17 @@ def main(argv=None) -> None:
     parser.add_argument("--datasets", nargs="+", default=["ml-100k", "ml-1m-u3k"])
     parser.add_argument("--models", default=",".join(ALL_MODELS))
     parser.add_argument("--encoder", default="st")
+    parser.add_argument("--report-only", action="store_true",
+                        help="redraw the charts and RESULTS.md from the JSON files without training")
     args = parser.parse_args(argv)
+    if args.report_only:
+        for path in sorted(RESULTS.glob("*.json")):
+            payload = _read(path)
+            payload["rows"].sort(key=lambda r: ALL_MODELS.index(r["model"]))
+            path.write_text(json.dumps(payload, indent=2))
+            _chart(payload)
+        write_results_md()
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     command = "python benchmarks/run_core.py " + " ".join(sys.argv[1:] if argv is None else argv)
     for name in args.datasets:
