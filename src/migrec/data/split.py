@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .schema import DOMAIN, ITEM, TIME, USER, Dataset, DataError
+from .schema import ITEM, TIME, USER, Dataset, DataError
 
 
 @dataclass
@@ -159,6 +159,3 @@ def global_time_split(dataset: Dataset, valid_frac: float = 0.1, test_frac: floa
     return Split(train, cases(t_valid, t_test), cases(t_test, np.inf), name=dataset.name,
                  protocol=f"global time split at t={t_valid:.0f} (valid) and t={t_test:.0f} (test)")
 
-
-def domain_of_items(train: TrainSet) -> np.ndarray:
-    return train.catalogue[DOMAIN].to_numpy(dtype=object)
