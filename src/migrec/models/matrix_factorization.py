@@ -6,6 +6,8 @@ so the test history (train + valid item) is used; BPR keeps the user factors it 
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -29,7 +31,10 @@ class _ImplicitMF(Recommender):
         self._remember(train)
         from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(1, "blas"):  # implicit runs its own threads; nested BLAS threads slow it down
+        with threadpool_limits(1, "blas"), warnings.catch_warnings():
+            # implicit runs its own threads, so BLAS is held to one thread here; its start-up
+            # check still warns about the global OpenBLAS setting, which does not apply.
+            warnings.filterwarnings("ignore", message="OpenBLAS is configured")
             model = self._build()
             model.fit(train.csr(binary=True) * float(getattr(self, "alpha", 1.0)), show_progress=False)
         self.user_factors_ = np.asarray(model.user_factors, dtype=np.float32)
