@@ -15,6 +15,10 @@ from . import pipeline
 DEFAULT_MODELS = ["popularity", "itemknn", "als", "bpr", "sasrec", "interest-text", "interest-text+id"]
 
 
+def command_line() -> str:
+    return " ".join(["migrec"] + sys.argv[1:])
+
+
 # -- shared arguments -----------------------------------------------------------------
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="ml-100k", choices=sorted(pipeline.LOADERS),
@@ -106,15 +110,14 @@ def cmd_train(args) -> None:
     started = time.time()
     model.fit(split.train, split.valid)
     print(f"trained {args.model} in {time.time() - started:.1f} s")
-    # Keep the test history (train + valid item) so `recommend` answers from everything known.
-    model.histories_ = [np.asarray(h, dtype=np.int64) for h in split.test.histories]
+    model.use_histories(split.test)  # answer `recommend` from everything known: train + valid item
     model.save(args.out)
     split.train.catalogue.to_parquet(Path(args.out) / "catalogue.parquet", index=False)
     print(f"saved to {args.out}")
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluation import Experiment, machine_description
+    from .evaluation import Experiment
 
     names = args.models.split(",")
     dataset = _load(args)
@@ -123,12 +126,7 @@ def cmd_evaluate(args) -> None:
     result = Experiment(split, models, ks=tuple(args.k), item_vectors=split.train.item_vectors,
                         sampled_negatives=args.sampled).run()
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        result.to_json(out / "results.json", dataset=dataset.name, protocol=split.protocol,
-                       machine=machine_description(), command=" ".join(["migrec"] + sys.argv[1:]))
-        (out / "results.md").write_text(result.to_markdown() + "\n")
-        result.plot(out / "comparison.png")
+        out = result.save(args.out, dataset=dataset.name, protocol=split.protocol, command=command_line())
         print(f"wrote {out}/results.json, results.md, comparison.png")
 
 

@@ -6,19 +6,17 @@ user's recent history, top-10 with titles, and what drove the first recommendati
 """
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from . import pipeline
-from .cli import DEFAULT_MODELS, show_recommendations
-from .evaluation import Experiment, machine_description
+from .cli import DEFAULT_MODELS, command_line, show_recommendations
+from .evaluation import Experiment
 
 # The benchmark's MovieLens-100K settings (in fp32: bf16 only pays on CPUs with AVX512-BF16)
 # with a 2-minute budget per sequential model,
-# so the full demo takes about 8 minutes on a 2-core laptop.
+# so the full demo takes about 7 minutes on a 2-core laptop.
 _SEQ = dict(hidden=64, max_len=200, dropout=0.5, lr=2e-3, epochs=200, patience=5,
             max_train_seconds=120)
 DEMO_PARAMS = {"sasrec": _SEQ, "interest-text": _SEQ, "interest-text+id": _SEQ}
@@ -41,17 +39,12 @@ def run_demo(data=None, out="runs/demo", quick=False, encoder="st", cache=None) 
         models[name] = pipeline.build_model(name, **params)
     result = Experiment(split, models, ks=(10, 20), item_vectors=split.train.item_vectors).run()
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    result.to_json(out / "results.json", dataset="ml-100k", protocol=split.protocol,
-                   machine=machine_description(), command=" ".join(["migrec"] + sys.argv[1:]))
-    (out / "results.md").write_text(result.to_markdown() + "\n")
-    result.plot(out / "comparison.png")
+    out = result.save(out, dataset="ml-100k", protocol=split.protocol, command=command_line())
     print(f"\n[results] written to {out}/results.json, results.md and comparison.png")
 
     # One user, as a person would look at it: the newest events and what comes next.
     model = models["interest-text+id"]
-    model.histories_ = [np.asarray(h, dtype=np.int64) for h in split.test.histories]
+    model.use_histories(split.test)
     user = split.train.user_ids[int(np.argmax([len(h) for h in split.test.histories[:50]]))]
     show_recommendations(model, split.train.catalogue, user, k=10)
     print(f"\ndemo finished in {time.time() - started:.0f} s")

@@ -122,9 +122,8 @@ class Dataset:
     def chronological(self) -> pd.DataFrame:
         """Interactions sorted by user then time; ties and missing times keep file order."""
         inter = self.interactions.reset_index(drop=True)
+        # Missing times sort as -inf, so order-only data keeps each user's file order.
         order = np.lexsort((np.arange(len(inter)), inter[TIME].fillna(-np.inf).to_numpy(), inter[USER].to_numpy()))
-        if inter[TIME].isna().all():  # order only: keep each user's file order
-            order = np.lexsort((np.arange(len(inter)), inter[USER].to_numpy()))
         return inter.iloc[order].reset_index(drop=True)
 
     def with_interactions(self, interactions: pd.DataFrame, suffix: str = "") -> "Dataset":

@@ -50,6 +50,16 @@ class ExperimentResult:
         path.write_text(json.dumps(doc, indent=2, allow_nan=False))
         return doc
 
+    def save(self, folder, dataset: str | None = None, protocol: str | None = None,
+             command: str | None = None) -> Path:
+        """Write results.json, results.md and comparison.png into `folder`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.to_json(folder / "results.json", dataset=dataset, protocol=protocol, command=command)
+        (folder / "results.md").write_text(self.to_markdown() + "\n")
+        self.plot(folder / "comparison.png")
+        return folder
+
     def plot(self, path, metric: str = "NDCG@10", title: str | None = None) -> Path:
         return plots.bar_chart(self.rows, path, metrics=(metric,), title=title or f"{metric} ({self.dataset})")
 

@@ -1,2 +1,9 @@
 """Models, all under one contract (see base.Recommender)."""
 from .base import Recommender
+from .interest import InterestModel
+from .itemknn import ItemKNN
+from .matrix_factorization import ALS, BPR
+from .popularity import Popularity
+from .sasrec import SASRec
+
+__all__ = ["Recommender", "Popularity", "ItemKNN", "ALS", "BPR", "SASRec", "InterestModel"]

@@ -76,6 +76,11 @@ class Recommender:
         extra = np.asarray([self.item_index(i) for i in items], dtype=np.int64)
         self.histories_[u] = np.concatenate([self.histories_[u], extra])
 
+    def use_histories(self, evalset) -> None:
+        """Answer later calls from these histories, e.g. train + the validation item once fitted."""
+        for u, h in zip(evalset.users, evalset.histories):
+            self.histories_[u] = np.asarray(h, dtype=np.int64)
+
     def score(self, users, items) -> np.ndarray:
         """Scores of the given raw item ids for the given raw user ids: [len(users), len(items)]."""
         uidx = np.asarray([self.user_index(u) for u in users], dtype=np.int64)
