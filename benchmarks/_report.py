@@ -1,0 +1,96 @@
+"""Shared writer of benchmark results: one JSON per benchmark, one RESULTS.md for all.
+
+Every benchmark script calls `write_json(payload)` (merging rows it did not re-run)
+and then `write_results_md()`, which regenerates benchmarks/RESULTS.md from every
+results/*.json, so no table is ever edited by hand.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+# Columns shown in RESULTS.md, in this order, when a results file has them.
+COLUMNS = ["NDCG@10", "HR@10", "MRR@10", "Recall@10", "NDCG@50", "Recall@50",
+           "sampled:NDCG@10", "sampled:HR@10",
+           "cold-users:NDCG@10", "cold-items:HR@10",
+           "coverage@10", "diversity@10", "novelty@10",
+           "F1", "precision", "recall", "median_delay", "false_alarm_rate",
+           "log_likelihood", "KL", "NDCG@10:after-migration", "update_seconds"]
+MAX_COLUMNS = 10
+
+INTRO = [
+    "# Benchmark results", "",
+    "Generated from `benchmarks/results/*.json` by the benchmark scripts; do not edit by hand "
+    "(`python benchmarks/run_core.py --report-only` redraws it).",
+    "Unless a section says otherwise, metrics are full ranking over every candidate item with the user's "
+    "history excluded; `sampled:` metrics rank the target among sampled negatives. `train s` is the wall "
+    "time of `fit`; `peak RSS MB` is the process's peak resident memory during `fit`, data included.", ""]
+
+
+def read(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_json(payload: dict, order: list[str] | None = None) -> Path:
+    """Write results/<dataset>.json, keeping earlier rows of models this run did not produce."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{payload['dataset']}.json"
+    previous = read(out)
+    new = {r["model"] for r in payload["rows"]}
+    kept = [r for r in previous["rows"] if r["model"] not in new] if previous else []
+    rows = kept + payload["rows"]
+    if order:
+        rows.sort(key=lambda r: order.index(r["model"]) if r["model"] in order else len(order))
+    payload = {**payload, "rows": _clean(rows)}
+    out.write_text(json.dumps(payload, indent=2, allow_nan=False))
+    return out
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _columns(rows: list) -> list[str]:
+    present = [c for c in COLUMNS if any(c in r["metrics"] for r in rows)]
+    if not present:  # a benchmark with its own metric names: show them as they come
+        present = list(dict.fromkeys(k for r in rows for k in r["metrics"]))
+    return present[:MAX_COLUMNS]
+
+
+def _cell(value, digits=4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def write_results_md() -> Path:
+    lines = list(INTRO)
+    for path in sorted(RESULTS.glob("*.json")):
+        payload = read(path)
+        cols = _columns(payload["rows"])
+        lines += [f"## {payload['dataset']}", "", f"- protocol: {payload['protocol']}",
+                  f"- machine: {payload['machine']}", f"- command: `{payload['command']}`", "",
+                  "| model | " + " | ".join(cols) + " | train s | peak RSS MB |",
+                  "|---|" + "---:|" * (len(cols) + 2)]
+        for r in payload["rows"]:
+            vals = [_cell(r["metrics"].get(c)) for c in cols]
+            lines.append(f"| {r['model']} | " + " | ".join(vals) +
+                         f" | {_cell(r.get('train_seconds'), 1)} | {_cell(r.get('peak_rss_mb'), 0)} |")
+        for png in sorted(RESULTS.glob(f"{path.stem}*.png")):
+            lines += ["", f"![{png.stem}](results/{png.name})"]
+        lines.append("")
+    out = HERE / "RESULTS.md"
+    out.write_text("\n".join(lines))
+    return out
