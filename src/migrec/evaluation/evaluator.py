@@ -44,7 +44,7 @@ class EvalResult:
 
 def evaluate(model, evalset: EvalSet, train: TrainSet, ks=(10, 20, 50), batch_size: int = 512,
              beyond: bool = True, item_vectors=None, sampled_negatives: int | None = None, seed: int = 0,
-             segments: bool = True, progress: bool = False,
+             segments: bool = True, progress: bool = False, candidates=None,
              hist_starts=HIST_STARTS, pop_starts=POP_STARTS) -> EvalResult:
     """Evaluate `model` on `evalset` by full ranking over the `train.n_items` items.
 
@@ -56,15 +56,24 @@ def evaluate(model, evalset: EvalSet, train: TrainSet, ks=(10, 20, 50), batch_si
     segments: metrics per history-length bucket (`hist_starts`: lower bounds) and per
     target training popularity bucket (`pop_starts`). Item-popularity segments count
     targets, not users: each target is one case ranked against the non-target items.
+    candidates: item indices to rank among (e.g. one domain's items in cross-domain
+    evaluation); every target must be a candidate. All metrics, sampled negatives,
+    coverage and popularity then live in that candidate space.
     """
     t0 = time.perf_counter()
-    n_items = train.n_items
+    _check(evalset, train.n_items)
+    counts = train.item_counts()
+    vectors = item_vectors if item_vectors is not None else train.item_vectors
+    model_evalset, local = evalset, None
+    if candidates is not None:
+        candidates, local = _candidate_space(candidates, train.n_items, evalset)
+        evalset = _localise(evalset, local)
+        counts = counts[candidates]
+        vectors = None if vectors is None else np.asarray(vectors)[candidates]
+    n_items = train.n_items if candidates is None else len(candidates)
     ks = tuple(sorted({int(k) for k in ks}))
     k_max = min(ks[-1], n_items)
     n = len(evalset)
-    _check(evalset, n_items)
-    counts = train.item_counts()
-    vectors = item_vectors if item_vectors is not None else train.item_vectors
     vectors = M.unit_vectors(vectors) if vectors is not None and beyond else None   # once, not per batch
 
     rank_rows, sampled_rows = [], []
@@ -77,7 +86,11 @@ def evaluate(model, evalset: EvalSet, train: TrainSet, ks=(10, 20, 50), batch_si
     for lo in starts:
         hi = min(lo + batch_size, n)
         hists, targs = evalset.histories[lo:hi], evalset.targets[lo:hi]
-        scores = _masked_scores(model, evalset.users[lo:hi], hists, targs, n_items)
+        if candidates is None:
+            scores = _masked_scores(model, evalset.users[lo:hi], hists, targs, n_items)
+        else:  # the model reads the whole (global) history; ranking happens among the candidates
+            raw = _raw_scores(model, evalset.users[lo:hi], model_evalset.histories[lo:hi], train.n_items)
+            scores = _mask(raw[:, candidates], hists, targs)
         ranks = M.target_ranks(scores, targs)
         rank_rows.extend(r[np.isfinite(r)] for r in ranks)
         if sampled_negatives:
@@ -125,13 +138,42 @@ def _check(evalset: EvalSet, n_items: int) -> None:
             raise ValueError(f"evaluation case {i} has a target outside 0..{n_items - 1}")
 
 
-def _masked_scores(model, users, hists, targs, n_items) -> np.ndarray:
-    """Model scores with history items (except targets) at -inf; NaN counts as -inf."""
+def _candidate_space(candidates, n_items: int, evalset: EvalSet):
+    """Sorted unique candidate indices and the global -> local map (-1 = not a candidate)."""
+    candidates = np.unique(np.asarray(candidates, dtype=np.int64))
+    if len(candidates) == 0 or candidates[0] < 0 or candidates[-1] >= n_items:
+        raise ValueError(f"candidates must be non-empty item indices in 0..{n_items - 1}")
+    local = np.full(n_items, -1, dtype=np.int64)
+    local[candidates] = np.arange(len(candidates))
+    for i, t in enumerate(evalset.targets):
+        if (local[np.asarray(t, dtype=np.int64)] < 0).any():
+            raise ValueError(f"evaluation case {i} (user {evalset.users[i]}) has a target outside the candidates")
+    return candidates, local
+
+
+def _localise(evalset: EvalSet, local: np.ndarray) -> EvalSet:
+    """Histories and targets in candidate positions; history items outside the candidates drop out."""
+    hists = [local[np.asarray(h, dtype=np.int64)] for h in evalset.histories]
+    return EvalSet(evalset.users, [h[h >= 0] for h in hists],
+                   [local[np.asarray(t, dtype=np.int64)] for t in evalset.targets])
+
+
+def _raw_scores(model, users, hists, n_items) -> np.ndarray:
     # A copy: the model may hand back an array it keeps, which we must not edit.
     scores = np.array(model.score_histories(np.asarray(users), hists), dtype=np.float32, copy=True)
     if scores.shape != (len(users), n_items):
         raise ValueError(f"{getattr(model, 'name', model)}.score_histories returned shape {scores.shape}, "
                          f"expected {(len(users), n_items)}")
+    return scores
+
+
+def _masked_scores(model, users, hists, targs, n_items) -> np.ndarray:
+    """Model scores with history items (except targets) at -inf; NaN counts as -inf."""
+    return _mask(_raw_scores(model, users, hists, n_items), hists, targs)
+
+
+def _mask(scores, hists, targs) -> np.ndarray:
+    scores = np.ascontiguousarray(scores)
     scores[np.isnan(scores)] = -np.inf     # a NaN would compare false with everything and rank first
     h_rows = np.repeat(np.arange(len(hists)), [len(h) for h in hists])
     t_rows = np.repeat(np.arange(len(targs)), [len(t) for t in targs])

@@ -40,6 +40,15 @@ class Recommender:
                         names.append(p.name)
         return {p: getattr(self, p) for p in names if hasattr(self, p)}
 
+    def set_params(self, **params) -> "Recommender":
+        """Change hyper-parameters (e.g. a lower learning rate before fine-tuning)."""
+        valid = self.get_params()
+        for key, value in params.items():
+            if key not in valid:
+                raise ValueError(f"{type(self).__name__} has no hyper-parameter {key!r}; it has {sorted(valid)}")
+            setattr(self, key, value)
+        return self
+
     def _remember(self, train: TrainSet) -> None:
         """Keep what recommend() needs to answer by raw id after fit."""
         self.user_ids_ = np.asarray(train.user_ids, dtype=object)

@@ -35,25 +35,58 @@ class MoEAdapter(nn.Module):
 
 
 class TextItemTable(nn.Module):
-    """Item table = adapter(text vectors) [+ ID embedding for items seen in training]."""
+    """Item table = adapter(text) [+ domain adapter + domain embedding] [+ ID embedding if seen].
 
-    def __init__(self, text: np.ndarray, seen: np.ndarray, hidden: int, experts: int, dropout: float, use_id: bool):
+    With `domains` (one domain code per item), each domain gets a residual linear adapter
+    and an embedding, both starting at zero: a model pre-trained on one domain scores a
+    new domain through the shared adapter (zero-shot), and fine-tuning a domain's adapter
+    is cheap (parameter-efficient transfer).
+    """
+
+    def __init__(self, text: np.ndarray, seen: np.ndarray, hidden: int, experts: int, dropout: float,
+                 use_id: bool, domains: np.ndarray | None = None, n_domains: int = 0, id_dropout: float = 0.0):
         super().__init__()
+        self.id_dropout = id_dropout
         self.register_buffer("text", torch.cat([torch.zeros(1, text.shape[1]), torch.as_tensor(text, dtype=torch.float32)]))
         self.register_buffer("seen", torch.cat([torch.zeros(1), torch.as_tensor(seen, dtype=torch.float32)]))
         self.adapter = MoEAdapter(text.shape[1], hidden, experts, dropout)
         self.ids = nn.Embedding(len(text) + 1, hidden) if use_id else None
         if self.ids is not None:
             nn.init.normal_(self.ids.weight, std=0.01)  # start from the text: IDs learn a residual
+        self.domain_adapter = self.domain_embedding = None
+        if domains is not None:
+            self.register_buffer("domain", torch.cat([torch.zeros(1, dtype=torch.long), torch.as_tensor(domains, dtype=torch.long)]))
+            self.domain_adapter = nn.Parameter(torch.zeros(n_domains, text.shape[1], hidden))
+            self.domain_embedding = nn.Parameter(torch.zeros(n_domains, hidden))
 
-    def forward(self) -> torch.Tensor:
-        table = self.adapter(self.text)
+    def forward(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows for table indices `index` (all rows if None); row 0 (padding) is zero."""
+        if index is None:
+            index = torch.arange(len(self.text), device=self.text.device)
+        text = self.text[index]
+        table = self.adapter(text)
+        if self.domain_adapter is not None:
+            dom = self.domain[index]
+            residual = torch.zeros_like(table)
+            for d in torch.unique(dom).tolist():  # one matmul per domain, not one matrix per row
+                rows = dom == d
+                residual[rows] = text[rows] @ self.domain_adapter[d].to(text.dtype)
+            table = table + residual + self.domain_embedding[dom]
         if self.ids is not None:
-            table = table + self.ids.weight * self.seen[:, None]
-        return table * (torch.arange(len(table), device=table.device) > 0)[:, None].to(table.dtype)
+            seen = self.seen[index]
+            if self.training and self.id_dropout > 0:
+                # Hide some items' IDs while training, so the model also learns to rank
+                # text-only rows; without it, new (text-only) items sink below known ones.
+                seen = seen * (torch.rand_like(seen) >= self.id_dropout)
+            table = table + self.ids(index) * seen[:, None]
+        return table * (index > 0)[:, None].to(table.dtype)
 
-    def add_items(self, text: torch.Tensor) -> None:
+    def add_items(self, text: torch.Tensor, domains: torch.Tensor | None = None) -> None:
         """Append text-only items (no ID part) without touching the learnt weights."""
+        if self.domain_adapter is not None:
+            if domains is None:
+                raise ValueError("this model has domain adapters: give each new item's domain")
+            self.domain = torch.cat([self.domain, domains.to(self.domain)])
         self.text = torch.cat([self.text, text.to(self.text)])
         self.seen = torch.cat([self.seen, torch.zeros(len(text), device=self.seen.device)])
         if self.ids is not None:
@@ -74,9 +107,12 @@ class InterestModel(SequentialRecommender):
     name = "interest"
 
     def __init__(self, use_id: bool = True, experts: int = 8, adapter_dropout: float = 0.2,
-                 temperature: float = 0.07, normalize: bool = True, **kw):
-        super().__init__(temperature=temperature, normalize=normalize, **kw)
+                 temperature: float = 0.07, normalize: bool = True, domain_adapters: bool = False,
+                 id_dropout: float = 0.0, softmax_over: str = "seen", **kw):
+        super().__init__(temperature=temperature, normalize=normalize, softmax_over=softmax_over, **kw)
         self.use_id, self.experts, self.adapter_dropout = use_id, experts, adapter_dropout
+        self.domain_adapters = domain_adapters  # per-domain residual adapter + embedding (catalogue "domain")
+        self.id_dropout = id_dropout  # share of items trained without their ID part (cold-item robustness)
 
     def _build_items(self, train) -> nn.Module:
         if getattr(train, "item_vectors", None) is None:
@@ -88,20 +124,55 @@ class InterestModel(SequentialRecommender):
         self.seen_ = getattr(train, "seen", None)
         if self.seen_ is None:
             self.seen_ = (train.item_counts() > 0).astype(np.float32)
-        return TextItemTable(self.text_vectors_, self.seen_, self.hidden, self.experts, self.adapter_dropout, self.use_id)
+        codes = None
+        if self.domain_adapters:
+            if getattr(train, "item_domains", None) is not None:   # rebuilding from disk
+                self.domain_names_, codes = list(train.domain_names), np.asarray(train.item_domains)
+            else:
+                if "domain" not in train.catalogue.columns:
+                    raise ValueError("domain_adapters=True needs a 'domain' column in the catalogue")
+                names, codes = np.unique(train.catalogue["domain"].astype(str).to_numpy(), return_inverse=True)
+                self.domain_names_ = names.tolist()
+            self.item_domains_ = codes.astype(np.int64)
+        return TextItemTable(self.text_vectors_, self.seen_, self.hidden, self.experts, self.adapter_dropout,
+                             self.use_id, codes, len(getattr(self, "domain_names_", [])), self.id_dropout)
+
+    def _trainable(self, trainable: str) -> tuple:
+        if trainable == "adapter":
+            return ("item_table.adapter", "item_table.domain_adapter", "item_table.domain_embedding")
+        return super()._trainable(trainable)
+
+    def _refresh_items(self, train, trainable: str) -> None:
+        # Items first seen now get their ID part switched on, unless only adapters train
+        # (their IDs would stay untrained noise).
+        if trainable == "adapter" or self.net_["item_table"].ids is None:
+            return
+        newly = (train.item_counts() > 0).astype(np.float32)
+        self.seen_ = np.maximum(self.seen_, newly)
+        table = self.net_["item_table"]
+        table.seen = torch.cat([torch.zeros(1), torch.from_numpy(self.seen_)]).to(table.seen)
 
     def _extra_state(self):
-        return {"text_vectors": self.text_vectors_, "seen": self.seen_}
+        extra = {"text_vectors": self.text_vectors_, "seen": self.seen_}
+        if self.domain_adapters:
+            extra.update(domain_names=self.domain_names_, item_domains=self.item_domains_)
+        return extra
 
     def _restore_extra(self, state):
         self.text_vectors_, self.seen_ = state["text_vectors"], state["seen"]
+        if "domain_names" in state:
+            self.domain_names_, self.item_domains_ = state["domain_names"], state["item_domains"]
 
     def _shape_for_load(self, state):
-        return _Shape(n_items=len(state["item_ids"]), item_vectors=state["text_vectors"], seen=state["seen"])
+        return _Shape(n_items=len(state["item_ids"]), item_vectors=state["text_vectors"], seen=state["seen"],
+                      domain_names=state.get("domain_names"), item_domains=state.get("item_domains"))
 
     # -- new items, known by text only --------------------------------------------------
-    def add_items(self, item_ids, vectors: np.ndarray) -> None:
-        """Add catalogue items after training; they are scored from their text at once."""
+    def add_items(self, item_ids, vectors: np.ndarray, domains=None) -> None:
+        """Add catalogue items after training; they are scored from their text at once.
+
+        With domain adapters, `domains` names each new item's domain (one already known).
+        """
         self._check_fitted()
         item_ids = [str(i) for i in item_ids]
         self.item_index(self.item_ids_[0])  # makes sure the id map exists (also after load)
@@ -109,7 +180,17 @@ class InterestModel(SequentialRecommender):
         if clash:
             raise ValueError(f"items already known: {clash[:5]}")
         vectors = np.asarray(vectors, dtype=np.float32)
-        self.net_["item_table"].add_items(torch.from_numpy(vectors).to(self.device_))
+        codes = None
+        if self.domain_adapters:
+            if domains is None or len(domains) != len(item_ids):
+                raise ValueError("this model has domain adapters: give one domain per new item")
+            unknown = sorted({str(d) for d in domains} - set(self.domain_names_))
+            if unknown:
+                raise ValueError(f"unknown domains {unknown}; the model knows {self.domain_names_}")
+            codes = np.asarray([self.domain_names_.index(str(d)) for d in domains], dtype=np.int64)
+            self.item_domains_ = np.concatenate([self.item_domains_, codes])
+            codes = torch.from_numpy(codes).to(self.device_)
+        self.net_["item_table"].add_items(torch.from_numpy(vectors).to(self.device_), codes)
         self.text_vectors_ = np.vstack([self.text_vectors_, vectors])
         self.seen_ = np.concatenate([self.seen_, np.zeros(len(item_ids), np.float32)])
         self.item_ids_ = np.concatenate([self.item_ids_, np.asarray(item_ids, dtype=object)])

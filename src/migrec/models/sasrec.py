@@ -21,8 +21,8 @@ class IDTable(nn.Module):
         with torch.no_grad():
             self.embedding.weight[0].zero_()
 
-    def forward(self):
-        return self.embedding.weight
+    def forward(self, index: torch.Tensor | None = None):
+        return self.embedding.weight if index is None else self.embedding(index)
 
 
 class SASRec(SequentialRecommender):

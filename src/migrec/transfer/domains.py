@@ -1,0 +1,181 @@
+"""Domain bookkeeping for transfer: which items belong where, and a transfer task's data.
+
+A `TransferTask` fixes one item universe (every domain's catalogue) for all regimes, so
+a model pre-trained on the source can be fine-tuned on the target and every regime is
+evaluated on the same cases, ranking among the target domain's items only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..data.schema import DOMAIN, USER, Dataset
+from ..data.split import EvalSet, TrainSet, _coded, _group
+from ..models.base import Recommender
+
+
+def item_domains(train: TrainSet) -> np.ndarray:
+    """Domain name of every item index (the catalogue is aligned with train.item_ids)."""
+    return train.catalogue[DOMAIN].astype(str).to_numpy()
+
+
+def restrict(train: TrainSet, keep: np.ndarray) -> TrainSet:
+    """The same users and item universe, each sequence cut to the items where keep[item]."""
+    seqs = [s[keep[s]] for s in train.sequences]
+    times = None if train.timestamps is None else [t[keep[s]] for s, t in zip(train.sequences, train.timestamps)]
+    return TrainSet(train.user_ids, train.item_ids, seqs, train.catalogue, times, train.item_vectors)
+
+
+def users_with(train: TrainSet, keep: np.ndarray) -> TrainSet:
+    """Whole (mixed-domain) sequences of the users with at least one item where keep[item]."""
+    seqs = [s if keep[s].any() else s[:0] for s in train.sequences]
+    return TrainSet(train.user_ids, train.item_ids, seqs, train.catalogue, None, train.item_vectors)
+
+
+def restrict_histories(evalset: EvalSet, keep: np.ndarray) -> EvalSet:
+    return EvalSet(evalset.users, [h[keep[h]] for h in evalset.histories], evalset.targets)
+
+
+class DomainView(Recommender):
+    """A fitted model that only ever sees the history items where keep[item] (e.g. target-only)."""
+
+    def __init__(self, model: Recommender, keep: np.ndarray, name: str | None = None):
+        self.model, self.keep = model, np.asarray(keep, dtype=bool)
+        self.name = name or getattr(model, "name", "model")
+
+    def fit(self, train, valid=None):
+        self.model.fit(restrict(train, self.keep), None if valid is None else restrict_histories(valid, self.keep))
+        return self
+
+    def score_histories(self, users, histories):
+        return self.model.score_histories(users, [np.asarray(h)[self.keep[np.asarray(h, dtype=np.int64)]]
+                                                  for h in histories])
+
+
+@dataclass
+class TransferTask:
+    """Everything every regime shares: data, cases and the target domain's candidates."""
+
+    name: str
+    train: TrainSet            # training sequences over the whole universe (held-out users: empty)
+    valid: EvalSet             # cases whose target is a target-domain item; mixed histories
+    test: EvalSet
+    source: list               # source domain names
+    target: str                # target domain name
+    cold_items: np.ndarray     # items (of every domain) removed from all training data: known by text only
+    protocol: str = ""
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def domains(self) -> np.ndarray:
+        return item_domains(self.train)
+
+    @property
+    def target_mask(self) -> np.ndarray:
+        return self.domains == self.target
+
+    @property
+    def source_mask(self) -> np.ndarray:
+        return np.isin(self.domains, self.source)
+
+    @property
+    def candidates(self) -> np.ndarray:
+        return np.flatnonzero(self.target_mask)
+
+    def cold_users(self, evalset: EvalSet | None = None) -> EvalSet:
+        """The same cases with every target-domain event removed from the history (source history only)."""
+        return restrict_histories(self.test if evalset is None else evalset, ~self.target_mask)
+
+    def target_events(self, evalset: EvalSet | None = None) -> np.ndarray:
+        """Number of target-domain events in each case's history."""
+        evalset = self.test if evalset is None else evalset
+        return np.array([int(self.target_mask[h].sum()) for h in evalset.histories])
+
+    def cold_item_cases(self, evalset: EvalSet | None = None) -> np.ndarray:
+        evalset = self.test if evalset is None else evalset
+        cold = np.zeros(self.train.n_items, dtype=bool)
+        cold[self.cold_items] = True
+        return np.array([bool(cold[np.asarray(t)].any()) for t in evalset.targets])
+
+
+def make_task(dataset: Dataset, target: str, source: list | None = None, cold_item_share: float = 0.1,
+              seed: int = 0, name: str | None = None) -> TransferTask:
+    """Build a transfer task from a multi-domain data set.
+
+    Held-out users (``dataset.meta["heldout_users"]`` with "valid"/"test" lists, as the
+    Food-Kitchen loader gives): their last event is the target, the rest the history;
+    only cases whose target is in `target` are kept and none of their events is trained
+    on. Otherwise leave-one-out within the target domain: each user's last target event
+    is the test target, the one before it the validation target, and training keeps
+    only what came before the validation target.
+
+    cold_item_share: this share of each domain's items (uniformly drawn) is removed from
+    all training sequences; test cases whose target is one of them measure cold-item quality.
+    """
+    domains = sorted(dataset.catalogue[DOMAIN].astype(str).unique())
+    if target not in domains:
+        raise ValueError(f"target domain {target!r} is not in the data set's domains {domains}")
+    source = [d for d in domains if d != target] if source is None else list(source)
+    unknown = sorted(set(source) - set(domains))
+    if unknown or target in source:
+        raise ValueError(f"bad source domains {source} (domains: {domains}, target: {target!r})")
+    inter, user_ids, item_ids, uidx, iidx = _coded(dataset)
+    seqs = _group(uidx, iidx, len(user_ids))
+    dom = dataset.catalogue[DOMAIN].astype(str).to_numpy()
+    is_target = dom == target
+    # The same share of every domain's items is held out, so the training data do not
+    # depend on which domain is the target: both directions of a pair share models.
+    rng = np.random.default_rng(seed)
+    cold = np.sort(np.concatenate([rng.choice(np.flatnonzero(dom == d), replace=False,
+                                              size=int(round(cold_item_share * (dom == d).sum())))
+                                   for d in domains]))
+    target_items = np.flatnonzero(is_target)
+    heldout = dataset.meta.get("heldout_users") or {}
+    if heldout.get("valid") or heldout.get("test"):
+        train_seqs, valid, test, protocol = _heldout_cases(seqs, user_ids, heldout, is_target)
+    else:
+        train_seqs, valid, test, protocol = _leave_one_out_cases(seqs, is_target)
+    removed = np.zeros(len(item_ids), dtype=bool)
+    removed[cold] = True
+    train_seqs = [s[~removed[s]] for s in train_seqs]
+    train = TrainSet(user_ids, item_ids, train_seqs, dataset.catalogue.reset_index(drop=True))
+    protocol += (f"; {cold_item_share:.0%} of every domain's items held out of all training data "
+                 f"(cold items: {int(is_target[cold].sum())} {target} items); ranking among the "
+                 f"{len(target_items)} {target} items")
+    return TransferTask(name or f"{'+'.join(source)}-to-{target}", train, valid, test, source, target, cold,
+                        protocol)
+
+
+def _heldout_cases(seqs, user_ids, heldout, is_target):
+    index = {u: i for i, u in enumerate(user_ids)}
+    out = {}
+    held = np.zeros(len(user_ids), dtype=bool)
+    for part in ("valid", "test"):
+        users = [index[u] for u in heldout.get(part, []) if u in index]
+        held[users] = True
+        users = [u for u in users if len(seqs[u]) >= 2 and is_target[seqs[u][-1]]]
+        out[part] = EvalSet(np.asarray(users, dtype=np.int64), [seqs[u][:-1] for u in users],
+                            [seqs[u][-1:] for u in users])
+    train_seqs = [s[:0] if h else s for s, h in zip(seqs, held)]   # held-out users never train
+    protocol = ("held-out users (the data set's valid/test lists): last event = target, the rest = history; "
+                "cases whose target is in the target domain")
+    return train_seqs, out["valid"], out["test"], protocol
+
+
+def _leave_one_out_cases(seqs, is_target):
+    train_seqs, cases = [], {"valid": ([], [], []), "test": ([], [], [])}
+    for u, s in enumerate(seqs):
+        pos = np.flatnonzero(is_target[s])
+        if len(pos) < 3:   # needs a training event, a validation target and a test target
+            train_seqs.append(s)
+            continue
+        v, t = pos[-2], pos[-1]
+        train_seqs.append(s[:v])
+        for part, cut in (("valid", v), ("test", t)):
+            cases[part][0].append(u)
+            cases[part][1].append(s[:cut])
+            cases[part][2].append(s[cut:cut + 1])
+    valid, test = (EvalSet(np.asarray(c[0], dtype=np.int64), c[1], c[2]) for c in cases.values())
+    protocol = "leave-one-out within the target domain (last target event = test, the one before = valid)"
+    return train_seqs, valid, test, protocol

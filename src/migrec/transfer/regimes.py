@@ -1,0 +1,280 @@
+"""Transfer regimes on one model family, all measured against target-only on one task.
+
+    bank = ModelBank(task.train, params)                # fitted models, shared between tasks
+    result = TransferExperiment(task, bank).run()       # rows per regime and baseline
+    print(result.to_markdown())
+
+Regimes (the InterestModel with domain adapters throughout):
+  target-only         trained on target-domain events; sees only the target history
+  transfer-zero-shot  trained on the source domain(s) only; target items known by text
+  transfer-adapter    that model, then only its text adapters fine-tuned on the target users
+  transfer-full       that model, then every weight fine-tuned on the target users
+  transfer-joint      one model over all domains' mixed sequences
+  transfer-mapping    target-only, except users with no target history: their source
+                      interest vector is mapped to a target interest vector (EMCDR-style)
+Baselines: popularity (target domain), sasrec (ID-only, target-only), emcdr-mf.
+A regime whose validation NDCG@10 is below target-only's is flagged as negative transfer.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+
+import numpy as np
+import torch
+
+from ..evaluation import metrics as M
+from ..evaluation.evaluator import evaluate
+from ..evaluation.memory import PeakMemory
+from ..models.base import Recommender
+from ..models.interest import InterestModel
+from ..models.popularity import Popularity
+from ..models.sasrec import SASRec
+from ..data.split import EvalSet
+from .domains import DomainView, TransferTask, item_domains, restrict, restrict_histories, users_with
+
+log = logging.getLogger(__name__)
+REGIMES = ["target-only", "transfer-zero-shot", "transfer-adapter", "transfer-full", "transfer-joint",
+           "transfer-mapping"]
+BASELINES = ["popularity", "sasrec", "emcdr-mf"]
+ALL = BASELINES + REGIMES
+KS = (1, 5, 10, 50)
+
+
+class ModelBank:
+    """Fits each needed model once per item universe; tasks that share the universe share models.
+
+    Both directions of a domain pair share the single-domain models (one direction's
+    source model is the other's target-only model) and the joint model.
+    """
+
+    def __init__(self, train, params: dict | None = None, sasrec_params: dict | None = None,
+                 finetune: dict | None = None):
+        self.train, self.params = train, dict(params or {})
+        self.sasrec_params = dict(sasrec_params or self.params)
+        self.finetune = dict(finetune or {})   # overrides while fine-tuning (e.g. a lower lr)
+        self.models, self.costs, self.valid = {}, {}, {}
+
+    def add_valid(self, task: TransferTask) -> "ModelBank":
+        """Register a task's validation cases: models of its target domain early-stop on them."""
+        self.valid[task.target] = task.valid
+        return self
+
+    def valid_for(self, domains) -> EvalSet | None:
+        """Registered validation cases of `domains`, histories cut to those domains (None if none)."""
+        parts = [self.valid[d] for d in sorted(domains) if d in self.valid]
+        if not parts:
+            return None
+        keep = np.isin(item_domains(self.train), list(domains))
+        cases = EvalSet(np.concatenate([p.users for p in parts]), sum((p.histories for p in parts), []),
+                        sum((p.targets for p in parts), []))
+        return restrict_histories(cases, keep)
+
+    def _fit(self, key, make, train, valid):
+        if key not in self.models:
+            if valid is None:
+                log.warning("%s: no validation cases registered; trains for its epoch/time budget", key)
+            with PeakMemory() as mem:
+                t0 = time.perf_counter()
+                model = make().fit(train, valid)
+                seconds = time.perf_counter() - t0
+            self.models[key], self.costs[key] = model, (seconds, mem.peak_mb)
+            log.info("fitted %s in %.0f s", key, seconds)
+        return self.models[key]
+
+    def interest(self, domains) -> InterestModel:
+        """Interest model trained on the events of `domains` only."""
+        domains = tuple(sorted(domains))
+        keep = np.isin(item_domains(self.train), domains)
+        return self._fit(("interest", domains), lambda: InterestModel(domain_adapters=True, **self.params),
+                         restrict(self.train, keep), self.valid_for(domains))
+
+    def joint(self) -> InterestModel:
+        """One model over every domain's (mixed) sequences."""
+        return self._fit(("joint",), lambda: InterestModel(domain_adapters=True, **self.params),
+                         self.train, self._all_valid())
+
+    def _all_valid(self):
+        parts = list(self.valid.values())
+        if not parts:
+            return None
+        return EvalSet(np.concatenate([p.users for p in parts]), sum((p.histories for p in parts), []),
+                       sum((p.targets for p in parts), []))
+
+    def fine_tuned(self, task: TransferTask, trainable: str) -> InterestModel:
+        key = ("fine-tune", tuple(sorted(task.source)), task.target, trainable)
+        if key not in self.models:
+            model = copy.deepcopy(self.interest(task.source))
+            model.set_params(**self.finetune)
+            with PeakMemory() as mem:
+                t0 = time.perf_counter()
+                model.fine_tune(users_with(self.train, task.target_mask), task.valid, trainable=trainable)
+                seconds = time.perf_counter() - t0
+            self.models[key], self.costs[key] = model, (seconds, mem.peak_mb)
+        return self.models[key]
+
+    def cost(self, *keys) -> tuple:
+        seconds = sum(self.costs[k][0] for k in keys if k in self.costs)
+        peak = max((self.costs[k][1] for k in keys if k in self.costs), default=float("nan"))
+        return seconds, peak
+
+
+class MappedUsers(Recommender):
+    """Target-only model for users with target history; mapped source interest for the others."""
+
+    name = "transfer-mapping"
+
+    def __init__(self, source_model, target_model, source_mask, target_mask, mapping="mlp", seed: int = 0):
+        self.source_model, self.target_model = source_model, target_model
+        self.source_mask, self.target_mask = source_mask, target_mask
+        self.mapping, self.seed = mapping, seed
+
+    def fit(self, train, valid=None):
+        """Learn the mapping on training users with events in both domains (overlapping users)."""
+        from .mapping import EMCDRMapping
+
+        src = [s[self.source_mask[s]] for s in train.sequences]
+        tgt = [s[self.target_mask[s]] for s in train.sequences]
+        both = [i for i in range(len(src)) if len(src[i]) and len(tgt[i])]
+        if len(both) < 10:
+            raise ValueError(f"only {len(both)} overlapping training users: too few to learn a mapping")
+        self.n_overlap_ = len(both)
+        s_vec = self.source_model.interest_vectors([src[i] for i in both])
+        t_vec = self.target_model.interest_vectors([tgt[i] for i in both])
+        self.map_ = EMCDRMapping(kind=self.mapping, seed=self.seed).fit(s_vec, t_vec)
+        return self
+
+    @torch.no_grad()
+    def score_histories(self, users, histories):
+        tgt = [np.asarray(h)[self.target_mask[np.asarray(h, dtype=np.int64)]] for h in histories]
+        scores = self.target_model.score_histories(users, tgt)
+        cold = [i for i, t in enumerate(tgt) if len(t) == 0]
+        src = [np.asarray(histories[i])[self.source_mask[np.asarray(histories[i], dtype=np.int64)]] for i in cold]
+        cold = [i for i, s in zip(cold, src) if len(s)]
+        if cold:
+            mapped = self.map_.predict(self.source_model.interest_vectors([s for s in src if len(s)]))
+            m = self.target_model
+            table = m.net_["item_table"]()
+            vec = torch.as_tensor(np.asarray(mapped), dtype=table.dtype, device=table.device)
+            scores[cold] = m._logits(vec, table).float().cpu().numpy()
+        return scores
+
+
+class TransferResult:
+    def __init__(self, task: TransferTask, rows: list):
+        self.task, self.rows = task, rows
+
+    def to_markdown(self, columns=("NDCG@10", "HR@10", "sampled:NDCG@10", "sampled:HR@10", "cold-users:NDCG@10",
+                                   "cold-items:HR@10", "valid:NDCG@10")) -> str:
+        head = ["model", *columns, "vs target-only", "train s"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+        for r in self.rows:
+            m = r["metrics"]
+            cells = [r["model"], *(f"{m[c]:.4f}" if m.get(c) is not None else "n/a" for c in columns),
+                     r.get("versus_target_only", ""), f"{r['train_seconds']:.0f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    @property
+    def negative_transfer(self) -> list[str]:
+        return [r["model"] for r in self.rows if r.get("negative_transfer")]
+
+
+class TransferExperiment:
+    """Fit the regimes and baselines a task needs, evaluate all on the same cases."""
+
+    def __init__(self, task: TransferTask, bank: ModelBank, models=ALL, sampled_negatives: int = 999,
+                 emcdr_params: dict | None = None, seed: int = 0):
+        unknown = sorted(set(models) - set(ALL))
+        if unknown:
+            raise ValueError(f"unknown regimes/baselines {unknown}; choose from {ALL}")
+        self.task, self.bank, self.models = task, bank, list(models)
+        self.sampled_negatives, self.emcdr_params, self.seed = sampled_negatives, dict(emcdr_params or {}), seed
+
+    def build(self, name: str):
+        """(scorer, train seconds, peak MB) of one regime or baseline."""
+        task, bank = self.task, self.bank
+        src, tgt = tuple(sorted(task.source)), (task.target,)
+        if name == "popularity":
+            return _timed(lambda: Popularity().fit(bank.train))
+        if name == "sasrec":
+            return _timed(lambda: DomainView(SASRec(**bank.sasrec_params), task.target_mask, "sasrec")
+                          .fit(bank.train, task.valid))
+        if name == "emcdr-mf":
+            from .emcdr import EMCDRMF
+            return _timed(lambda: EMCDRMF(source_domain=task.source[0] if len(task.source) == 1 else task.source,
+                                          target_domain=task.target, **self.emcdr_params).fit(bank.train))
+        if name == "target-only":
+            return DomainView(bank.interest(tgt), task.target_mask, name), *bank.cost(("interest", tgt))
+        if name == "transfer-zero-shot":
+            return bank.interest(src), *bank.cost(("interest", src))
+        if name in ("transfer-adapter", "transfer-full"):
+            trainable = "adapter" if name == "transfer-adapter" else "all"
+            model = bank.fine_tuned(task, trainable)
+            seconds, peak = bank.cost(("interest", src), ("fine-tune", src, task.target, trainable))
+            return model, seconds, peak
+        if name == "transfer-joint":
+            return bank.joint(), *bank.cost(("joint",))
+        if name == "transfer-mapping":
+            source, target = bank.interest(src), bank.interest(tgt)
+            scorer, seconds, peak = _timed(lambda: MappedUsers(source, target, task.source_mask, task.target_mask,
+                                                               seed=self.seed).fit(bank.train))
+            s2, p2 = bank.cost(("interest", src), ("interest", tgt))
+            return scorer, seconds + s2, max(peak, p2)
+        raise ValueError(name)
+
+    def evaluate(self, scorer) -> dict:
+        task, train = self.task, self.bank.train
+        kw = dict(candidates=task.candidates, beyond=False, segments=False)
+        test = evaluate(scorer, task.test, train, ks=KS + (1000,), sampled_negatives=self.sampled_negatives,
+                        seed=self.seed, **kw)
+        metrics = {k: v for k, v in test.metrics.items() if not k.endswith("@1000")}
+        metrics["sampled:MRR"] = test.metrics.get("sampled:MRR@1000")   # the whole 1000-item list
+        metrics["valid:NDCG@10"] = evaluate(scorer, task.valid, train, ks=(10,), **kw).metrics["NDCG@10"]
+        ranks = test.per_user["ranks"]
+        segments = {"cold-items": task.cold_item_cases(), "warm-items": ~task.cold_item_cases()}
+        events = task.target_events()
+        segments.update({"target-events:1-3": (events >= 1) & (events <= 3), "target-events:4+": events >= 4})
+        for label, sel in segments.items():
+            metrics[f"{label}:n"] = int(sel.sum())
+            if sel.any():
+                metrics.update({f"{label}:{k}": v for k, v in M.accuracy_metrics(ranks[sel], (10, 50)).items()})
+        if len(task.source) and any(task.source_mask[h].any() for h in task.test.histories):
+            cold = evaluate(scorer, task.cold_users(), train, ks=(10, 50), sampled_negatives=self.sampled_negatives,
+                            seed=self.seed, **kw)
+            metrics["cold-users:n"] = len(task.test)
+            metrics.update({f"cold-users:{k}": v for k, v in cold.metrics.items()})
+        return metrics
+
+    def run(self) -> TransferResult:
+        rows = []
+        for name in self.models:
+            log.info("%s: %s", self.task.name, name)
+            scorer, seconds, peak = self.build(name)
+            rows.append({"model": name, "metrics": self.evaluate(scorer), "train_seconds": seconds,
+                         "peak_rss_mb": peak})
+        return TransferResult(self.task, flag_negative_transfer(rows))
+
+
+def flag_negative_transfer(rows: list, key: str = "valid:NDCG@10") -> list:
+    """Mark each transfer row against target-only on validation NDCG@10 (the test set stays unseen)."""
+    base = next((r for r in rows if r["model"] == "target-only"), None)
+    if base is None:
+        return rows
+    ref = base["metrics"][key]
+    for r in rows:
+        if r["model"].startswith("transfer-"):
+            v = r["metrics"][key]
+            r["negative_transfer"] = bool(v < ref)
+            change = f"{v / ref - 1:+.1%} valid" if ref > 0 else "n/a"
+            r["versus_target_only"] = change + (" NEGATIVE TRANSFER" if v < ref else "")
+    return rows
+
+
+def _timed(make):
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        model = make()
+        seconds = time.perf_counter() - t0
+    return model, seconds, mem.peak_mb

@@ -1,0 +1,237 @@
+"""Cross-domain transfer: domain bookkeeping, candidate ranking, regimes and cold start.
+
+Synthetic two-domain world made here: 4 topics; each domain ("a", "b") has 5 items per
+topic. An item's text vector is its topic (one-hot) plus its domain flag and a little
+noise, so a model that learnt "a user stays in a topic" in domain a can find the right
+topic in domain b through the text alone. Each user has one topic for life.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from migrec.data import DataError, Dataset, make_catalogue, make_interactions
+from migrec.data.multidomain import combine, overlapping_users
+from migrec.evaluation import evaluate
+from migrec.models.interest import InterestModel
+from migrec.transfer import (DomainView, ModelBank, TransferExperiment, flag_negative_transfer, make_task,
+                             restrict)
+
+TOPICS, PER_TOPIC = 4, 5
+SMALL = dict(hidden=16, layers=1, heads=1, max_len=20, dropout=0.0, batch_size=16, lr=0.01, device="cpu",
+             progress=False, seed=0, experts=2, adapter_dropout=0.0, patience=50)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _items(domain: str):
+    ids = [f"{domain}{t}-{k}" for t in range(TOPICS) for k in range(PER_TOPIC)]
+    return ids, [t for t in range(TOPICS) for _ in range(PER_TOPIC)]
+
+
+def _world(seed=0, n_users=60):
+    rng = np.random.default_rng(seed)
+    users, items, domains = [], [], []
+
+    def walk(user, domain, topic, n):
+        ids = [f"{domain}{topic}-{k}" for k in range(PER_TOPIC)]
+        start = rng.integers(PER_TOPIC)
+        for j in range(n):
+            users.append(user), items.append(ids[(start + j) % PER_TOPIC]), domains.append(domain)
+
+    for u in range(n_users):
+        topic = u % TOPICS
+        kind = ("a", "b", "ab")[u % 3]
+        for d in ("a", "b"):
+            if d in kind:
+                walk(f"{kind}:{u}", d, topic, 5)
+    heldout = {"valid": [], "test": []}
+    for part, offset in (("valid", 1000), ("test", 2000)):
+        for u in range(24):
+            topic, user = u % TOPICS, f"{part}:{u}"
+            walk(user, "a", topic, 4)
+            walk(user, "b", topic, 2)   # the last b event is the target
+            heldout[part].append(user)
+    log = make_interactions(users, items, domain=domains, event="click")
+    ids_a, top_a = _items("a")
+    ids_b, top_b = _items("b")
+    cat = make_catalogue(ids_a + ids_b, [f"item {i}" for i in ids_a + ids_b], domain=["a"] * 20 + ["b"] * 20)
+    vectors = np.zeros((40, TOPICS + 2), np.float32)
+    vectors[np.arange(40), top_a + top_b] = 1.0
+    vectors[:20, TOPICS], vectors[20:, TOPICS + 1] = 0.5, 0.5
+    vectors += 0.05 * rng.standard_normal(vectors.shape).astype(np.float32)
+    return Dataset(log, cat, "synthetic", {"heldout_users": heldout}), vectors
+
+
+@pytest.fixture(scope="module")
+def world():
+    return _world()
+
+
+def _task(world, target="b", share=0.1):
+    data, vectors = world
+    task = make_task(data, target=target, cold_item_share=share, seed=0)
+    task.train.item_vectors = vectors
+    return task
+
+
+# -- data bookkeeping -------------------------------------------------------------------
+def test_combine_keeps_domains_and_refuses_item_id_collisions(world):
+    data, _ = world
+    a = data.with_interactions(data.interactions[data.interactions["domain"] == "a"])
+    other = Dataset(make_interactions(["x"], ["z1"], domain="c"), make_catalogue(["z1"], ["zed"], domain="c"), "c")
+    both = combine(data, other, name="three")
+    assert both.domains == ["a", "b", "c"] and len(both.interactions) == len(data.interactions) + 1
+    assert both.meta["heldout_users"] == data.meta["heldout_users"]
+    with pytest.raises(DataError, match="unique across domains"):
+        combine(a, data)
+    assert "ab:2" in overlapping_users(data, ["a", "b"]) and "a:0" not in overlapping_users(data, ["a", "b"])
+
+
+def test_task_has_no_leakage_and_holds_out_cold_items(world):
+    task = _task(world)
+    held = {u for part in ("valid", "test") for u in world[0].meta["heldout_users"][part]}
+    for u, seq in zip(task.train.user_ids, task.train.sequences):
+        if u in held:
+            assert len(seq) == 0          # held-out users never train
+    trained = np.unique(np.concatenate(task.train.sequences))
+    assert not np.isin(task.cold_items, trained).any()
+    assert len(task.cold_items) == 4      # 10 % of 20 items in each of the two domains
+    assert len(task.test) == 24 and all(task.target_mask[t].all() for t in task.test.targets)
+    assert np.array_equal(task.candidates, np.arange(20, 40))
+    assert (task.target_events() == 1).all()
+    assert all(not task.target_mask[h].any() for h in task.cold_users().histories)
+
+
+def test_leave_one_out_task_within_the_target_domain(world):
+    data, _ = world
+    plain = Dataset(data.interactions[~data.interactions["user_id"].str.contains(":")], data.catalogue, "x")
+    plain = Dataset(data.interactions, data.catalogue, "plain")   # no held-out lists: leave-one-out
+    task = make_task(plain, target="b", cold_item_share=0.0)
+    index = {u: i for i, u in enumerate(task.train.user_ids)}
+    u = index["ab:2"]
+    seq = task.train.sequences[u]
+    assert len(seq) == 5 + 3              # 5 a-events, then b-events before the valid target
+    case = list(task.test.users).index(u)
+    assert task.test.histories[case][-1] == task.valid.targets[list(task.valid.users).index(u)][0]
+
+
+def test_evaluate_ranks_among_candidates_only(world):
+    task = _task(world)
+
+    class Oracle:   # scores the true target highest, and a non-candidate higher still
+        def score_histories(self, users, histories):
+            s = np.zeros((len(users), task.train.n_items), np.float32)
+            s[:, 0] = 10.0
+            for row, u in enumerate(users):
+                s[row, task.test.targets[list(task.test.users).index(u)][0]] = 5.0
+            return s
+
+    full = evaluate(Oracle(), task.test, task.train, ks=(1,), beyond=False, segments=False)
+    local = evaluate(Oracle(), task.test, task.train, ks=(1,), beyond=False, segments=False,
+                     candidates=task.candidates, sampled_negatives=5)
+    item0_in_history = np.mean([0 in h for h in task.test.histories])   # then it is masked, target is first
+    assert full.metrics["HR@1"] == pytest.approx(item0_in_history) and item0_in_history < 0.5
+    assert local.metrics["HR@1"] == 1.0 and local.metrics["sampled:HR@1"] == 1.0
+    with pytest.raises(ValueError, match="outside the candidates"):
+        evaluate(Oracle(), task.test, task.train, candidates=np.arange(20), beyond=False)
+
+
+# -- regimes ------------------------------------------------------------------------------
+def test_zero_shot_transfer_through_text_and_adapter_fine_tuning(world):
+    task = _task(world)
+    source = InterestModel(domain_adapters=True, use_id=False, epochs=40, negatives=8, **SMALL)
+    source.fit(restrict(task.train, task.source_mask))
+    res = evaluate(source, task.test, task.train, ks=(5,), beyond=False, segments=False, candidates=task.candidates)
+    # 20 candidates, 5 in the user's topic (one in the history): a random ranking gets HR@5 = 0.25
+    assert res.metrics["HR@5"] >= 0.75
+    encoder = {k: v.clone() for k, v in source.net_["encoder"].state_dict().items()}
+    adapter = source.net_["item_table"].domain_adapter.detach().clone()
+    source.set_params(epochs=3, lr=0.005).fine_tune(restrict(task.train, task.target_mask), trainable="adapter")
+    assert all(torch.equal(v, source.net_["encoder"].state_dict()[k]) for k, v in encoder.items())
+    assert not torch.equal(adapter, source.net_["item_table"].domain_adapter)
+
+
+def test_cold_items_are_scored_by_text_and_new_items_are_recommendable_at_once(world):
+    task = _task(world)
+    model = InterestModel(domain_adapters=True, use_id=True, epochs=40, **SMALL).fit(task.train)
+    cold = task.cold_items[task.target_mask[task.cold_items]]
+    cases = task.cold_item_cases()
+    assert cases.sum() >= 1
+    res = evaluate(model, task.test.subset(cases), task.train, ks=(10,), beyond=False, segments=False,
+                   candidates=task.candidates)
+    assert res.metrics["HR@10"] == 1.0    # random: about 0.5 among 20 candidates
+    # a brand-new b item of topic 2, added by text only, ranks first for a topic-2 user
+    vec = np.zeros((1, TOPICS + 2), np.float32)
+    vec[0, 2], vec[0, TOPICS + 1] = 1.0, 0.5
+    model.add_items(["b2-new"], vec, domains=["b"])
+    user = "ab:2"
+    scores = model.score([user], list(model.item_ids_[task.candidates]) + ["b2-new"])[0]
+    assert scores[-1] >= np.sort(scores)[-6]   # among the topic's items, not behind other topics
+    with pytest.raises(ValueError, match="unknown domains"):
+        model.add_items(["x-new"], vec, domains=["zzz"])
+    assert len(cold) == 2
+
+
+def test_experiment_reports_regimes_and_flags_negative_transfer(world):
+    task = _task(world)
+    bank = ModelBank(task.train, dict(epochs=15, use_id=False, **SMALL)).add_valid(task)
+    result = TransferExperiment(task, bank, models=["popularity", "target-only", "transfer-zero-shot",
+                                                    "transfer-joint"], sampled_negatives=10).run()
+    rows = {r["model"]: r for r in result.rows}
+    ref = rows["target-only"]["metrics"]["valid:NDCG@10"]
+    for name in ("transfer-zero-shot", "transfer-joint"):
+        assert rows[name]["negative_transfer"] == (rows[name]["metrics"]["valid:NDCG@10"] < ref)
+    m = rows["transfer-joint"]["metrics"]
+    assert m["cold-users:n"] == 24 and m["cold-items:n"] + m["warm-items:n"] == 24
+    assert 0.0 <= m["sampled:NDCG@10"] <= 1.0 and m["NDCG@10"] > rows["popularity"]["metrics"]["NDCG@10"]
+    assert "target-only" in result.to_markdown()
+
+
+def test_negative_transfer_flag_compares_validation_ndcg():
+    rows = [{"model": "target-only", "metrics": {"valid:NDCG@10": 0.2}},
+            {"model": "transfer-full", "metrics": {"valid:NDCG@10": 0.1}},
+            {"model": "transfer-joint", "metrics": {"valid:NDCG@10": 0.3}},
+            {"model": "popularity", "metrics": {"valid:NDCG@10": 0.0}}]
+    flagged = {r["model"]: r for r in flag_negative_transfer(rows)}
+    assert flagged["transfer-full"]["negative_transfer"] and "NEGATIVE" in flagged["transfer-full"]["versus_target_only"]
+    assert not flagged["transfer-joint"]["negative_transfer"] and "+50.0%" in flagged["transfer-joint"]["versus_target_only"]
+    assert "negative_transfer" not in flagged["popularity"]
+
+
+def test_domain_view_hides_other_domains(world):
+    task = _task(world)
+
+    class Echo:
+        def score_histories(self, users, histories):
+            self.seen = histories
+            return np.zeros((len(users), task.train.n_items), np.float32)
+
+    echo = Echo()
+    DomainView(echo, task.target_mask).score_histories(task.test.users[:3], task.test.histories[:3])
+    assert all(task.target_mask[h].all() and len(h) == 1 for h in echo.seen)
+
+
+# -- the real Food-Kitchen files ----------------------------------------------------------
+def test_food_kitchen_tasks(shared_data):
+    from migrec.data import load_amazon_food_kitchen
+
+    data = load_amazon_food_kitchen(shared_data / "amazon-food-kitchen")
+    kitchen = make_task(data, target="kitchen")
+    food = make_task(data, target="food")
+    assert (len(kitchen.valid), len(kitchen.test), len(food.valid), len(food.test)) == (597, 637, 363, 300)
+    # both directions share the training data (so they can share fitted models)
+    assert all(np.array_equal(a, b) for a, b in zip(kitchen.train.sequences, food.train.sequences))
+    held = set(data.meta["heldout_users"]["valid"]) | set(data.meta["heldout_users"]["test"])
+    idx = [i for i, u in enumerate(kitchen.train.user_ids) if u in held]
+    assert len(idx) == 960 + 937 and all(len(kitchen.train.sequences[i]) == 0 for i in idx)
+    assert kitchen.candidates.min() == 8661 and len(kitchen.candidates) == 27637
+    assert pd.Series(kitchen.train.item_ids).is_unique
