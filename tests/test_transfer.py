@@ -7,6 +7,8 @@ topic in domain b through the text alone. Each user has one topic for life.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -235,3 +237,23 @@ def test_food_kitchen_tasks(shared_data):
     assert len(idx) == 960 + 937 and all(len(kitchen.train.sequences[i]) == 0 for i in idx)
     assert kitchen.candidates.min() == 8661 and len(kitchen.candidates) == 27637
     assert pd.Series(kitchen.train.item_ids).is_unique
+
+
+def test_transfer_command_prints_the_comparison(world, tmp_path, capsys):
+    from migrec.cli import main
+
+    data, _ = world
+    data.to_parquet(str(tmp_path / "world"))   # no held-out lists on disk: leave-one-out in the target
+    small = ["hidden=16", "layers=1", "heads=1", "max_len=20", "batch_size=16", "negatives=0", "experts=2",
+             "device=\"cpu\""]
+    main(["transfer", "--dataset", "parquet", "--path", str(tmp_path / "world"), "--source", "a", "--target", "b",
+          "--models", "popularity,target-only,transfer-zero-shot,transfer-full", "--encoder", "hashing:32",
+          "--cache", str(tmp_path / "cache"), "--epochs", "2", "--sampled", "10", "--out", str(tmp_path / "out"),
+          *sum((["--param", p] for p in small), [])])
+    out = capsys.readouterr().out
+    assert "## a-to-b" in out and "transfer-full" in out and "vs target-only" in out
+    saved = json.loads((tmp_path / "out" / "a-to-b.json").read_text())
+    assert [r["model"] for r in saved["rows"]] == ["popularity", "target-only", "transfer-zero-shot", "transfer-full"]
+    with pytest.raises(SystemExit, match="unknown domain"):
+        main(["transfer", "--dataset", "parquet", "--path", str(tmp_path / "world"), "--source", "zz",
+              "--target", "b"])

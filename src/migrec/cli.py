@@ -1,4 +1,4 @@
-"""The `migrec` command: prepare, encode, train, evaluate, recommend, demo."""
+"""The `migrec` command: prepare, encode, train, evaluate, recommend, transfer, demo."""
 from __future__ import annotations
 
 import argparse
@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--no-explain", action="store_true")
     p.set_defaults(func=cmd_recommend)
+
+    from .transfer.cli import add_parser as add_transfer
+    add_transfer(sub)
 
     p = sub.add_parser("demo", help="the whole pipeline on MovieLens-100K")
     p.add_argument("--data", default=None, help="MovieLens-100K folder (default ../shared/data/ml-100k)")

@@ -104,11 +104,11 @@ def make_task(dataset: Dataset, target: str, source: list | None = None, cold_it
     """Build a transfer task from a multi-domain data set.
 
     Held-out users (``dataset.meta["heldout_users"]`` with "valid"/"test" lists, as the
-    Food-Kitchen loader gives): their last event is the target, the rest the history;
-    only cases whose target is in `target` are kept and none of their events is trained
-    on. Otherwise leave-one-out within the target domain: each user's last target event
-    is the test target, the one before it the validation target, and training keeps
-    only what came before the validation target.
+    Food-Kitchen loader gives) never train. Their last event is the target and the rest
+    the history; the cases whose target is in `target` are the task's cases. If none
+    is, leave-one-out within the target domain over the other users: each user's last
+    target event is the test target, the one before it the validation target, and
+    training keeps only what came before the validation target.
 
     cold_item_share: this share of each domain's items (uniformly drawn) is removed from
     all training sequences; test cases whose target is one of them measure cold-item quality.
@@ -132,10 +132,9 @@ def make_task(dataset: Dataset, target: str, source: list | None = None, cold_it
                                    for d in domains]))
     target_items = np.flatnonzero(is_target)
     heldout = dataset.meta.get("heldout_users") or {}
-    if heldout.get("valid") or heldout.get("test"):
-        train_seqs, valid, test, protocol = _heldout_cases(seqs, user_ids, heldout, is_target)
-    else:
-        train_seqs, valid, test, protocol = _leave_one_out_cases(seqs, is_target)
+    train_seqs, valid, test, protocol = _heldout_cases(seqs, user_ids, heldout, is_target)
+    if len(valid) + len(test) == 0:   # no held-out case ends in the target domain
+        train_seqs, valid, test, protocol = _leave_one_out_cases(train_seqs, is_target)
     removed = np.zeros(len(item_ids), dtype=bool)
     removed[cold] = True
     train_seqs = [s[~removed[s]] for s in train_seqs]

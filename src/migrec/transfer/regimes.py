@@ -18,8 +18,10 @@ A regime whose validation NDCG@10 is below target-only's is flagged as negative 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,8 +52,9 @@ class ModelBank:
     """
 
     def __init__(self, train, params: dict | None = None, sasrec_params: dict | None = None,
-                 finetune: dict | None = None):
+                 finetune: dict | None = None, save_dir=None):
         self.train, self.params = train, dict(params or {})
+        self.save_dir = None if save_dir is None else Path(save_dir)   # fitted models kept here, reused
         self.sasrec_params = dict(sasrec_params or self.params)
         self.finetune = dict(finetune or {})   # overrides while fine-tuning (e.g. a lower lr)
         self.models, self.costs, self.valid = {}, {}, {}
@@ -72,16 +75,30 @@ class ModelBank:
         return restrict_histories(cases, keep)
 
     def _fit(self, key, make, train, valid):
-        if key not in self.models:
-            if valid is None:
-                log.warning("%s: no validation cases registered; trains for its epoch/time budget", key)
-            with PeakMemory() as mem:
-                t0 = time.perf_counter()
-                model = make().fit(train, valid)
-                seconds = time.perf_counter() - t0
-            self.models[key], self.costs[key] = model, (seconds, mem.peak_mb)
-            log.info("fitted %s in %.0f s", key, seconds)
-        return self.models[key]
+        if valid is None and key not in self.models:
+            log.warning("%s: no validation cases registered; trains for its epoch/time budget", key)
+        return self._cached(key, lambda: make().fit(train, valid))
+
+    def _cached(self, key, fit):
+        """Fit once per key; with save_dir, a model fitted by an earlier run is loaded instead."""
+        if key in self.models:
+            return self.models[key]
+        folder = None if self.save_dir is None else self.save_dir / "-".join(map(str, key)).replace(",", "+")
+        if folder is not None and (folder / "cost.json").exists():
+            self.models[key] = Recommender.load(folder)
+            self.costs[key] = tuple(json.loads((folder / "cost.json").read_text()))
+            log.info("loaded %s from %s", key, folder)
+            return self.models[key]
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            model = fit()
+            seconds = time.perf_counter() - t0
+        self.models[key], self.costs[key] = model, (seconds, mem.peak_mb)
+        log.info("fitted %s in %.0f s", key, seconds)
+        if folder is not None:
+            model.save(folder)
+            (folder / "cost.json").write_text(json.dumps(self.costs[key]))
+        return model
 
     def interest(self, domains) -> InterestModel:
         """Interest model trained on the events of `domains` only."""
@@ -104,15 +121,12 @@ class ModelBank:
 
     def fine_tuned(self, task: TransferTask, trainable: str) -> InterestModel:
         key = ("fine-tune", tuple(sorted(task.source)), task.target, trainable)
-        if key not in self.models:
-            model = copy.deepcopy(self.interest(task.source))
-            model.set_params(**self.finetune)
-            with PeakMemory() as mem:
-                t0 = time.perf_counter()
-                model.fine_tune(users_with(self.train, task.target_mask), task.valid, trainable=trainable)
-                seconds = time.perf_counter() - t0
-            self.models[key], self.costs[key] = model, (seconds, mem.peak_mb)
-        return self.models[key]
+        pretrained = self.interest(task.source)
+
+        def fit():
+            model = copy.deepcopy(pretrained).set_params(**self.finetune)
+            return model.fine_tune(users_with(self.train, task.target_mask), task.valid, trainable=trainable)
+        return self._cached(key, fit)
 
     def cost(self, *keys) -> tuple:
         seconds = sum(self.costs[k][0] for k in keys if k in self.costs)

@@ -1,0 +1,68 @@
+"""One call from a data set to a transfer comparison: used by `migrec transfer` and the benchmark.
+
+    results = run_transfer(dataset, targets=["kitchen", "food"], params=dict(...))
+    for r in results: print(r.to_markdown())
+
+Every target named shares one item universe, one training set and one ModelBank, so
+models that two directions both need (a single-domain model is one direction's
+target-only model and the other's pre-trained source; the joint model) train once.
+"""
+from __future__ import annotations
+
+import logging
+
+from ..data.schema import Dataset
+from .domains import make_task
+from .regimes import ALL, ModelBank, TransferExperiment, TransferResult
+
+log = logging.getLogger(__name__)
+
+# Defaults sized for a 2-core CPU on tens of thousands of items (sampled softmax).
+INTEREST = dict(hidden=64, layers=2, heads=2, max_len=50, dropout=0.3, lr=1e-3, batch_size=256, negatives=2048,
+                epochs=100, patience=3, bf16=True, progress=False, max_train_seconds=600, use_id=True)
+FINETUNE = dict(lr=5e-4)
+
+
+def run_transfer(dataset: Dataset, targets: list[str], source: list[str] | None = None, models=ALL,
+                 params: dict | None = None, sasrec_params: dict | None = None, finetune: dict | None = None,
+                 encoder: str | None = "st", cache_dir=True, item_vectors=None, cold_item_share: float = 0.1,
+                 sampled_negatives: int = 999, validate_on: list[str] | None = None, seed: int = 0,
+                 emcdr_params: dict | None = None, save_dir=None) -> list[TransferResult]:
+    """Run the regimes for each target domain (source: every other domain unless given).
+
+    validate_on: further domains whose held-out cases early-stop their single-domain
+    models (e.g. "food", "kitchen" when only "scientific" is a target).
+    save_dir: keep fitted models there; a later run with the same settings reuses them.
+    """
+    tasks = [make_task(dataset, target=t, source=source, cold_item_share=cold_item_share, seed=seed)
+             for t in targets]
+    extra = [make_task(dataset, target=d, cold_item_share=cold_item_share, seed=seed)
+             for d in (validate_on or []) if d not in targets]
+    train = tasks[0].train
+    if item_vectors is None and encoder:
+        from ..encoders import encode_catalogue, make_encoder
+        item_vectors = encode_catalogue(train.catalogue, make_encoder(encoder), cache_dir=cache_dir)
+    train.item_vectors = item_vectors
+    for task in tasks[1:]:
+        task.train = train        # identical by construction; one object keeps the bank's models valid
+    params = {**INTEREST, "seed": seed, **(params or {})}
+    sasrec = {k: v for k, v in params.items() if k not in ("use_id", "experts", "adapter_dropout", "id_dropout")}
+    bank = ModelBank(train, params, {**sasrec, **(sasrec_params or {})}, {**FINETUNE, **(finetune or {})},
+                     save_dir)
+    for task in tasks + extra:
+        bank.add_valid(task)
+    results = []
+    for task in tasks:
+        names = [m for m in models if m not in ("emcdr-mf", "transfer-mapping") or _has_overlap(task)]
+        skipped = sorted(set(models) - set(names))
+        if skipped:
+            log.warning("%s: no overlapping training users, so no %s", task.name, skipped)
+            task.notes["skipped"] = skipped
+        results.append(TransferExperiment(task, bank, names, sampled_negatives=sampled_negatives,
+                                          emcdr_params=emcdr_params, seed=seed).run())
+    return results
+
+
+def _has_overlap(task) -> bool:
+    src, tgt = task.source_mask, task.target_mask
+    return sum(bool(src[s].any() and tgt[s].any()) for s in task.train.sequences) >= 10
