@@ -47,7 +47,18 @@ class TextItemTable(nn.Module):
                  use_id: bool, domains: np.ndarray | None = None, n_domains: int = 0, id_dropout: float = 0.0):
         super().__init__()
         self.id_dropout = id_dropout
-        self.register_buffer("text", torch.cat([torch.zeros(1, text.shape[1]), torch.as_tensor(text, dtype=torch.float32)]))
+        text = torch.as_tensor(text, dtype=torch.float32)
+        if domains is not None:
+            # Centre each domain's text vectors on its own mean: the domain offset in the
+            # sentence space would otherwise dominate cross-domain similarity, and the
+            # centring needs only the target catalogue's text, no target interactions.
+            codes = torch.as_tensor(domains, dtype=torch.long)
+            means = torch.zeros(n_domains, text.shape[1])
+            for d in torch.unique(codes).tolist():
+                means[d] = text[codes == d].mean(0)
+            self.register_buffer("domain_mean", means)   # new items are centred the same way
+            text = text - means[codes]
+        self.register_buffer("text", torch.cat([torch.zeros(1, text.shape[1]), text]))
         self.register_buffer("seen", torch.cat([torch.zeros(1), torch.as_tensor(seen, dtype=torch.float32)]))
         self.adapter = MoEAdapter(text.shape[1], hidden, experts, dropout)
         self.ids = nn.Embedding(len(text) + 1, hidden) if use_id else None
@@ -87,6 +98,7 @@ class TextItemTable(nn.Module):
             if domains is None:
                 raise ValueError("this model has domain adapters: give each new item's domain")
             self.domain = torch.cat([self.domain, domains.to(self.domain)])
+            text = text.to(self.text) - self.domain_mean[domains.to(self.domain.device)]
         self.text = torch.cat([self.text, text.to(self.text)])
         self.seen = torch.cat([self.seen, torch.zeros(len(text), device=self.seen.device)])
         if self.ids is not None:

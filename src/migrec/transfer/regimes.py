@@ -83,7 +83,7 @@ class ModelBank:
         """Fit once per key; with save_dir, a model fitted by an earlier run is loaded instead."""
         if key in self.models:
             return self.models[key]
-        folder = None if self.save_dir is None else self.save_dir / "-".join(map(str, key)).replace(",", "+")
+        folder = None if self.save_dir is None else self.save_dir / _slug(key)
         if folder is not None and (folder / "cost.json").exists():
             self.models[key] = Recommender.load(folder)
             self.costs[key] = tuple(json.loads((folder / "cost.json").read_text()))
@@ -284,6 +284,12 @@ def flag_negative_transfer(rows: list, key: str = "valid:NDCG@10") -> list:
             change = f"{v / ref - 1:+.1%} valid" if ref > 0 else "n/a"
             r["versus_target_only"] = change + (" NEGATIVE TRANSFER" if v < ref else "")
     return rows
+
+
+def _slug(key: tuple) -> str:
+    """("fine-tune", ("food",), "kitchen", "all") -> "fine-tune_food_kitchen_all"."""
+    parts = [p if isinstance(p, str) else "+".join(p) for p in key]
+    return "_".join(parts)
 
 
 def _timed(make):
