@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .transfer.cli import add_parser as add_transfer
     add_transfer(sub)
 
+    from .drift.cli import add_parser as add_interests
+    add_interests(sub)
+
     p = sub.add_parser("demo", help="the whole pipeline on MovieLens-100K")
     p.add_argument("--data", default=None, help="MovieLens-100K folder (default ../shared/data/ml-100k)")
     p.add_argument("--out", default="runs/demo", help="where the table, JSON and chart go")

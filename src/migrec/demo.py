@@ -47,5 +47,9 @@ def run_demo(data=None, out="runs/demo", quick=False, encoder="st", cache=None) 
     model.use_histories(split.test)
     user = split.train.user_ids[int(np.argmax([len(h) for h in split.test.histories[:50]]))]
     show_recommendations(model, split.train.catalogue, user, k=10)
+
+    # Interest migration over time: one real user whose tastes moved (a few seconds).
+    from .drift.cli import demo_section
+    demo_section(data)
     print(f"\ndemo finished in {time.time() - started:.0f} s")
     return {"result": result, "models": models, "split": split}
