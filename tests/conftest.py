@@ -16,3 +16,14 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"shared data folder not found: {root}")
     return root
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny models on a busy CPU: one torch thread is faster than several contending ones."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

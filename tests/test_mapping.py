@@ -18,12 +18,7 @@ from migrec.data.split import TrainSet
 from migrec.transfer import EMCDRMF, EMCDRMapping, PersonalizedBridge
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _r2(pred, y):

@@ -26,12 +26,7 @@ SMALL = dict(hidden=16, layers=1, heads=1, max_len=20, dropout=0.0, batch_size=1
              progress=False, seed=0, experts=2, adapter_dropout=0.0, patience=50)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _items(domain: str):
