@@ -19,7 +19,7 @@ COLUMNS = ["NDCG@10", "HR@10", "MRR@10", "Recall@10", "NDCG@50", "Recall@50",
            "cold-users:NDCG@10", "cold-items:HR@10",
            "coverage@10", "diversity@10", "novelty@10",
            "F1", "precision", "recall", "median_delay", "false_alarm_rate",
-           "log_likelihood", "KL", "NDCG@10:after-migration", "update_seconds"]
+           "log_likelihood", "KL", "NDCG@10:after-migration", "HR@10:after-migration", "update_seconds"]
 MAX_COLUMNS = 10
 
 INTRO = [

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from migrec.data.split import TrainSet
 from migrec.transfer import EMCDRMF, EMCDRMapping, PersonalizedBridge

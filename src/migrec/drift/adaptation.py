@@ -66,10 +66,12 @@ class AdaptiveBlend(Recommender):
         if self.detector is None:
             from .detection import MigrationDetector
             self.detector = MigrationDetector()
-        long = [self.item_vectors_[s] for s in train.sequences if len(s) >= self.min_events]
-        if not long:
-            raise ValueError(f"no training history has {self.min_events}+ events to calibrate the detector on")
-        self.detector.fit(long)
+        self._fired = {}                   # history bytes -> detected; scoring asks about the same ones often
+        if self.adaptive:
+            long = [self.item_vectors_[s] for s in train.sequences if len(s) >= self.min_events]
+            if not long:
+                raise ValueError(f"no training history has {self.min_events}+ events to calibrate the detector on")
+            self.detector.fit(long)
         self.weights_ = (self.weight_min, self.weight_max)
         if self.tune and valid is not None and len(valid):
             self._tune(train, valid)
@@ -86,8 +88,9 @@ class AdaptiveBlend(Recommender):
         for lo in range(0, len(valid), 512):
             users, hists, targs = valid.users[lo:lo + 512], valid.histories[lo:lo + 512], valid.targets[lo:lo + 512]
             parts.append((self._parts(users, hists), hists, targs, fired[lo:lo + 512]))
-        grid = itertools.product((0.0, 0.1, 0.2, 0.3), (0.0, 0.2, 0.4, 0.6, 0.8)) if self.adaptive else \
-            ((w, w) for w in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6))
+        # the adaptive grid contains every fixed weight (w_min == w_max), so it can only add to it
+        steps = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+        grid = itertools.product(steps, steps) if self.adaptive else ((w, w) for w in steps)
         for w_min, w_max in grid:
             if w_max < w_min:
                 continue
@@ -111,10 +114,16 @@ class AdaptiveBlend(Recommender):
     def migrated(self, histories) -> np.ndarray:
         """Whether a migration is detected among the last `recent` events of each history."""
         out = np.zeros(len(histories), dtype=bool)
+        cache = getattr(self, "_fired", {})
         for row, h in enumerate(histories):
-            if len(h) >= self.min_events:
-                hits = self.detector.detect(self.item_vectors_[np.asarray(h, dtype=np.int64)])
-                out[row] = any(i >= len(h) - self.recent for i in hits)
+            h = np.asarray(h, dtype=np.int64)
+            if len(h) < self.min_events:
+                continue
+            key = h.tobytes()
+            if key not in cache:
+                hits = self.detector.detect(self.item_vectors_[h])
+                cache[key] = any(i >= len(h) - self.recent for i in hits)
+            out[row] = cache[key]
         return out
 
     def weights(self, histories) -> np.ndarray:

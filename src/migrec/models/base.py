@@ -79,6 +79,12 @@ class Recommender:
         except KeyError:
             raise KeyError(f"unknown item {item!r}") from None
 
+    def partial_fit(self, new_interactions, item_vectors=None, **kw) -> "Recommender":
+        """Update on new events without a refit (Popularity, ALS; sequential models override)."""
+        from .incremental import partial_fit
+
+        return partial_fit(self, new_interactions, item_vectors=item_vectors, **kw)
+
     def observe(self, user, items) -> None:
         """Append events to a known user's history (used when predicting later events)."""
         u = self.user_index(user)

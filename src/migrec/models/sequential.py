@@ -168,6 +168,14 @@ class SequentialRecommender(Recommender):
             for p in self.net_.parameters():
                 p.requires_grad_(True)
 
+    def partial_fit(self, new_interactions, item_vectors=None, epochs: int = 1, replay: float = 1.0,
+                    lr: float | None = None, **kw):
+        """Continue training on new events (new users/items welcome); see models.incremental."""
+        from .incremental import partial_fit_sequential
+
+        return partial_fit_sequential(self, new_interactions, item_vectors=item_vectors, epochs=epochs,
+                                      replay=replay, lr=lr, **kw)
+
     def _trainable(self, trainable: str) -> tuple:
         groups = {"all": ("",), "items": ("item_table.",)}
         if trainable not in groups:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..data.schema import DOMAIN, USER, Dataset
+from ..data.schema import DOMAIN, Dataset
 from ..data.split import EvalSet, TrainSet, _coded, _group
 from ..models.base import Recommender
 
