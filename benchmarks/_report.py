@@ -43,6 +43,9 @@ def write_json(payload: dict, order: list[str] | None = None) -> Path:
     new = {r["model"] for r in payload["rows"]}
     kept = [r for r in previous["rows"] if r["model"] not in new] if previous else []
     rows = kept + payload["rows"]
+    if kept and previous.get("command") and previous["command"] not in payload["command"]:
+        # the kept rows came from an earlier command: name both
+        payload = {**payload, "command": f"{previous['command']} ; then {payload['command']}"}
     if order:
         rows.sort(key=lambda r: order.index(r["model"]) if r["model"] in order else len(order))
     payload = {**payload, "rows": _clean(rows)}

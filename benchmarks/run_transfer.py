@@ -19,12 +19,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import RESULTS, write_json, write_results_md  # noqa: E402
+from _report import RESULTS, read, write_json, write_results_md  # noqa: E402
 from migrec.data import load_amazon_food_kitchen, load_unisrec  # noqa: E402
 from migrec.data.multidomain import combine  # noqa: E402
 from migrec.evaluation import machine_description  # noqa: E402
 from migrec.evaluation.plots import segment_chart  # noqa: E402
-from migrec.transfer import ALL  # noqa: E402
+from migrec.transfer import ALL, flag_negative_transfer  # noqa: E402
 from migrec.transfer.run import run_transfer  # noqa: E402
 
 ORDER = ["popularity", "sasrec", "emcdr-mf", "target-only", "transfer-zero-shot", "transfer-adapter",
@@ -52,10 +52,15 @@ def save(result, dataset: str, command: str, extra_protocol: str = "") -> None:
             if f"{s}:NDCG@10" in m:
                 segs[s] = {"n": m[f"{s}:n"], "NDCG@10": m[f"{s}:NDCG@10"], "HR@10": m[f"{s}:HR@10"]}
         rows.append({**r, "segments": segs})
+    previous = read(RESULTS / f"{dataset}.json")
+    if previous:   # rows of models not re-run stay; flags are redone against the current target-only
+        rows = [r for r in previous["rows"] if r["model"] not in {x["model"] for x in rows}] + rows
     payload = {"dataset": dataset, "protocol": protocol, "machine": machine_description(), "command": command,
-               "rows": rows}
+               "rows": flag_negative_transfer(rows)}
     write_json(payload, ORDER)
+    rows = read(RESULTS / f"{dataset}.json")["rows"]
     segment_chart(rows, "NDCG@10", RESULTS / f"{dataset}.png", title=f"{dataset}: NDCG@10 per segment")
+    result.rows = rows
     print(f"\n## {dataset}\n{result.to_markdown()}")
     if result.negative_transfer:
         print("negative transfer (valid NDCG@10 below target-only):", ", ".join(result.negative_transfer))

@@ -44,14 +44,16 @@ class TextItemTable(nn.Module):
     """
 
     def __init__(self, text: np.ndarray, seen: np.ndarray, hidden: int, experts: int, dropout: float,
-                 use_id: bool, domains: np.ndarray | None = None, n_domains: int = 0, id_dropout: float = 0.0):
+                 use_id: bool, domains: np.ndarray | None = None, n_domains: int = 0, id_dropout: float = 0.0,
+                 centre_domains: bool = False):
         super().__init__()
         self.id_dropout = id_dropout
         text = torch.as_tensor(text, dtype=torch.float32)
-        if domains is not None:
-            # Centre each domain's text vectors on its own mean: the domain offset in the
-            # sentence space would otherwise dominate cross-domain similarity, and the
-            # centring needs only the target catalogue's text, no target interactions.
+        self.centred = domains is not None and centre_domains
+        if self.centred:
+            # Centre each domain's text vectors on its own mean, so the domain offset in the
+            # sentence space does not dominate cross-domain similarity; it needs only the
+            # target catalogue's text, no target interactions.
             codes = torch.as_tensor(domains, dtype=torch.long)
             means = torch.zeros(n_domains, text.shape[1])
             for d in torch.unique(codes).tolist():
@@ -98,7 +100,8 @@ class TextItemTable(nn.Module):
             if domains is None:
                 raise ValueError("this model has domain adapters: give each new item's domain")
             self.domain = torch.cat([self.domain, domains.to(self.domain)])
-            text = text.to(self.text) - self.domain_mean[domains.to(self.domain.device)]
+            if self.centred:
+                text = text.to(self.text) - self.domain_mean[domains.to(self.domain.device)]
         self.text = torch.cat([self.text, text.to(self.text)])
         self.seen = torch.cat([self.seen, torch.zeros(len(text), device=self.seen.device)])
         if self.ids is not None:
@@ -120,11 +123,12 @@ class InterestModel(SequentialRecommender):
 
     def __init__(self, use_id: bool = True, experts: int = 8, adapter_dropout: float = 0.2,
                  temperature: float = 0.07, normalize: bool = True, domain_adapters: bool = False,
-                 id_dropout: float = 0.0, softmax_over: str = "seen", **kw):
+                 id_dropout: float = 0.0, softmax_over: str = "seen", centre_domains: bool = False, **kw):
         super().__init__(temperature=temperature, normalize=normalize, softmax_over=softmax_over, **kw)
         self.use_id, self.experts, self.adapter_dropout = use_id, experts, adapter_dropout
         self.domain_adapters = domain_adapters  # per-domain residual adapter + embedding (catalogue "domain")
         self.id_dropout = id_dropout  # share of items trained without their ID part (cold-item robustness)
+        self.centre_domains = centre_domains  # subtract each domain's mean text vector (domain_adapters only)
 
     def _build_items(self, train) -> nn.Module:
         if getattr(train, "item_vectors", None) is None:
@@ -147,7 +151,8 @@ class InterestModel(SequentialRecommender):
                 self.domain_names_ = names.tolist()
             self.item_domains_ = codes.astype(np.int64)
         return TextItemTable(self.text_vectors_, self.seen_, self.hidden, self.experts, self.adapter_dropout,
-                             self.use_id, codes, len(getattr(self, "domain_names_", [])), self.id_dropout)
+                             self.use_id, codes, len(getattr(self, "domain_names_", [])), self.id_dropout,
+                             self.centre_domains)
 
     def _trainable(self, trainable: str) -> tuple:
         if trainable == "adapter":
