@@ -54,7 +54,10 @@ def save(result, dataset: str, command: str, extra_protocol: str = "") -> None:
         rows.append({**r, "segments": segs})
     previous = read(RESULTS / f"{dataset}.json")
     if previous:   # rows of models not re-run stay; flags are redone against the current target-only
-        rows = [r for r in previous["rows"] if r["model"] not in {x["model"] for x in rows}] + rows
+        kept = [r for r in previous["rows"] if r["model"] not in {x["model"] for x in rows}]
+        if kept and previous["command"] not in command:
+            command = f"{previous['command']} ; then {command}"
+        rows = kept + rows
     payload = {"dataset": dataset, "protocol": protocol, "machine": machine_description(), "command": command,
                "rows": flag_negative_transfer(rows)}
     write_json(payload, ORDER)
