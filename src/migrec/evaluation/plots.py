@@ -20,7 +20,7 @@ def _grouped(groups: list, series: dict, path, title: str, ylabel: str) -> Path:
     n_series = max(len(series), 1)
     width = 0.8 / n_series
     x = np.arange(len(groups))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(groups) * max(1, n_series / 2)), 4.5))
+    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 1.2 * len(groups) * max(1, n_series / 2))), 4.5))
     try:
         for i, (name, values) in enumerate(series.items()):
             vals = [v if v is not None and not math.isnan(v) else 0.0 for v in values]
