@@ -1,0 +1,178 @@
+"""Drift adaptation benchmark: each model with and without AdaptiveBlend, leave-one-out, full ranking.
+
+    python benchmarks/run_adaptation.py --data ../shared/data --datasets ml-100k
+    python benchmarks/run_adaptation.py --data ../shared/data --datasets ml-1m-u3k --models interest-text+id,als
+
+For each base model: fit once (early stopping on validation), then fit the blend around
+it (migration detector calibrated on the training histories' text vectors; the blend
+weights and the context weight chosen on the validation cases). Test metrics on all test
+cases and on the cases whose history ends in a detected migration (the detector fires on
+one of the last `recent` events of the test history): keys `...:after-migration`. The
+subset is defined by the detector only, so base and blend are scored on the same cases.
+Writes benchmarks/results/drift-adaptation.json (rows "<dataset>/<model>[+blend][+hour]").
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import RESULTS, read, write_json, write_results_md  # noqa: E402
+from migrec import pipeline  # noqa: E402
+from migrec.data.schema import TIME, USER  # noqa: E402
+from migrec.drift.adaptation import AdaptiveBlend  # noqa: E402
+from migrec.drift.detection import MigrationDetector  # noqa: E402
+from migrec.evaluation import PeakMemory, evaluate, machine_description  # noqa: E402
+from migrec.evaluation import metrics as M  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SEQ = dict(hidden=64, layers=2, heads=2, max_len=200, lr=2e-3, batch_size=128, epochs=200, bf16=True,
+           progress=False, device="cpu")
+PARAMS = {
+    "ml-100k": {"interest-text+id": dict(SEQ, dropout=0.5, patience=5, max_train_seconds=240),
+                "sasrec": dict(SEQ, dropout=0.5, patience=5, max_train_seconds=240)},
+    "ml-1m-u3k": {"interest-text+id": dict(SEQ, dropout=0.2, patience=3, max_train_seconds=330),
+                  "sasrec": dict(SEQ, dropout=0.2, patience=3, max_train_seconds=330)},
+}
+ALS = dict(factors=64, regularization=0.05, alpha=10.0, threads=1)
+DETECTOR = dict(short=10, long=50, min_history=20, false_alarm=0.05, statistic="shift")
+CONTEXT_WEIGHTS = (0.0, 0.1, 0.3)
+
+
+def load(name: str, data: Path):
+    if name == "ml-100k":
+        return pipeline.load_dataset("ml-100k", str(data / "ml-100k"))
+    return pipeline.load_dataset("ml-1m", str(data / "ml-1m"), ratings="ratings_users_1-2999.dat")
+
+
+def event_times(dataset, split) -> list:
+    """Each split user's event timestamps in the split's order (leave_one_out keeps its users sorted)."""
+    inter = dataset.chronological()
+    groups = inter.groupby(inter[USER].astype(str), sort=False)[TIME].apply(lambda s: s.to_numpy(float))
+    return [groups[u] for u in split.train.user_ids]
+
+
+def scores_of(model, evalset, train, ks=(10,)) -> tuple[dict, np.ndarray]:
+    res = evaluate(model, evalset, train, ks=ks, beyond=False, segments=False)
+    return {k: float(v) for k, v in res.metrics.items() if k in ("NDCG@10", "HR@10")}, res.per_user["ranks"]
+
+
+def subset_metrics(ranks: np.ndarray, mask: np.ndarray, suffix: str) -> dict:
+    if not mask.any():
+        return {f"NDCG@10:{suffix}": None, f"HR@10:{suffix}": None}
+    m = M.accuracy_metrics(ranks[mask], (10,))
+    return {f"NDCG@10:{suffix}": float(m["NDCG@10"]), f"HR@10:{suffix}": float(m["HR@10"])}
+
+
+def context_ranks(blend, evalset, times, which: int, train) -> tuple[dict, np.ndarray]:
+    """Rank targets with the hour-of-day context: `which` = -1 (test) or -2 (valid) event time."""
+    from migrec.evaluation.evaluator import _mask
+
+    ranks = []
+    for lo in range(0, len(evalset), 512):
+        users = evalset.users[lo:lo + 512]
+        hists, targs = evalset.histories[lo:lo + 512], evalset.targets[lo:lo + 512]
+        t_hist = [times[u][:len(h)] for u, h in zip(users, hists)]
+        now = np.asarray([times[u][which] for u in users])
+        s = blend.score_context(users, hists, t_hist, now)
+        ranks.append(M.target_ranks(_mask(s, hists, targs), targs))
+    ranks = M.pad_ranks([r for block in ranks for r in block])
+    m = M.accuracy_metrics(ranks, (10,))
+    return {"NDCG@10": float(m["NDCG@10"]), "HR@10": float(m["HR@10"])}, ranks
+
+
+def run_dataset(name: str, args, command: str) -> list:
+    import torch
+
+    torch.set_num_threads(1)
+    dataset = load(name, Path(args.data))
+    split = pipeline.prepare_split(dataset, encoder=args.encoder)
+    train, valid, test = split.train, split.valid, split.test
+    times = event_times(dataset, split)
+    rows = []
+    for m in args.models:
+        params = ALS if m == "als" else PARAMS[name][m]
+        base = pipeline.build_model(m, **params)
+        with PeakMemory() as pm:
+            base.fit(train, valid)
+        t0 = time.perf_counter()
+        blend = AdaptiveBlend(base, short=args.short, recent=args.recent, refit_base=False,
+                              detector=MigrationDetector(**DETECTOR), context="hour").fit(train, valid)
+        blend_seconds = time.perf_counter() - t0
+        migrated = blend.migrated(test.histories)
+        base_m, base_r = scores_of(base, test, train)
+        blend_m, blend_r = scores_of(blend, test, train)
+        # the control: the same blend with one fixed recency weight, no detector
+        fixed = AdaptiveBlend(base, short=args.short, refit_base=False, adaptive=False,
+                              detector=blend.detector).fit(train, valid)
+        fixed_m, fixed_r = scores_of(fixed, test, train)
+        # context weight by validation NDCG@10, the blend weights fixed as tuned
+        best_cw, best = 0.0, -1.0
+        for cw in CONTEXT_WEIGHTS:
+            blend.context_weight = cw
+            v, _ = context_ranks(blend, valid, times, -2, train)
+            if v["NDCG@10"] > best + 1e-9:
+                best_cw, best = cw, v["NDCG@10"]
+        blend.context_weight = best_cw
+        ctx_m, ctx_r = context_ranks(blend, test, times, -1, train)
+        n_after = int(migrated.sum())
+        common = {"peak_rss_mb": pm.peak_mb, "n_test": len(test), "n_after_migration": n_after}
+        rows.append({"model": f"{name}/{m}", "metrics": {**base_m, **subset_metrics(base_r, migrated,
+                     "after-migration")}, "train_seconds": pm.seconds, **common})
+        rows.append({"model": f"{name}/{m}+recency", "metrics": {**fixed_m, **subset_metrics(fixed_r, migrated,
+                     "after-migration")}, "train_seconds": pm.seconds, "blend_weights": list(fixed.weights_),
+                     "valid_NDCG@10": fixed.valid_ndcg_, **common})
+        rows.append({"model": f"{name}/{m}+blend", "metrics": {**blend_m, **subset_metrics(blend_r, migrated,
+                     "after-migration")}, "train_seconds": pm.seconds + blend_seconds,
+                     "blend_weights": list(blend.weights_), "valid_NDCG@10": blend.valid_ndcg_, **common})
+        rows.append({"model": f"{name}/{m}+blend+hour", "metrics": {**ctx_m, **subset_metrics(ctx_r, migrated,
+                     "after-migration")}, "train_seconds": pm.seconds + blend_seconds,
+                     "blend_weights": list(blend.weights_), "context_weight": best_cw, **common})
+        for r in rows[-4:]:
+            print(r["model"], r["metrics"], r.get("blend_weights"), r.get("context_weight"), f"after={n_after}")
+    protocol = (f"{split.protocol}; full ranking over all {train.n_items} catalogue items, history excluded. "
+                f"Blend = (1-w) z(base scores of the full history) + w z(base scores of the last {args.short} "
+                f"events); w = w_min, or w_max when MigrationDetector({DETECTOR}) fires on one of the last "
+                f"{args.recent} history events; (w_min, w_max) from a grid by validation NDCG@10. +recency = the "
+                f"control: one fixed w (validation-tuned), no detector. "
+                f"after-migration = test cases whose history ends in such a detection. +hour adds the "
+                f"text-space affinity to the user's events in the same 3-hour UTC bucket as the target's "
+                f"timestamp (weight from {CONTEXT_WEIGHTS} by validation NDCG@10).")
+    return rows, protocol
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data"))
+    parser.add_argument("--datasets", nargs="+", default=["ml-100k"], choices=["ml-100k", "ml-1m-u3k"])
+    parser.add_argument("--models", default="interest-text+id,sasrec,als")
+    parser.add_argument("--short", type=int, default=10)
+    parser.add_argument("--recent", type=int, default=10)
+    parser.add_argument("--encoder", default="st")
+    args = parser.parse_args(argv)
+    args.models = args.models.split(",")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    command = "python benchmarks/run_adaptation.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    rows, protocols = [], []
+    for name in args.datasets:
+        r, p = run_dataset(name, args, command)
+        rows += r
+        protocols.append(f"{name}: {p}")
+    # keep the protocol / command of data sets this run did not redo (their rows are kept by write_json)
+    previous = read(RESULTS / "drift-adaptation.json") or {"protocol": "", "command": ""}
+    protocols = [p for p in previous["protocol"].split(" | ") if p and p.split(":")[0] not in args.datasets] + protocols
+    commands = [c for c in previous["command"].split(" ; ") if c and c != command.strip()]
+    write_json({"dataset": "drift-adaptation", "protocol": " | ".join(protocols), "machine": machine_description(),
+                "command": " ; ".join(commands + [command.strip()]), "rows": rows})
+    write_results_md()
+
+
+if __name__ == "__main__":
+    main()
