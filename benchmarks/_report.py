@@ -35,8 +35,11 @@ def read(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def write_json(payload: dict, order: list[str] | None = None) -> Path:
-    """Write results/<dataset>.json, keeping earlier rows of models this run did not produce."""
+def write_json(payload: dict, order: list[str] | None = None, finalize=None) -> Path:
+    """Write results/<dataset>.json, keeping earlier rows of models this run did not produce.
+
+    finalize(rows) -> rows: recompute what depends on all rows (e.g. flags against a reference row).
+    """
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{payload['dataset']}.json"
     previous = read(out)
@@ -46,6 +49,8 @@ def write_json(payload: dict, order: list[str] | None = None) -> Path:
     if kept and previous.get("command") and previous["command"] not in payload["command"]:
         # the kept rows came from an earlier command: name both
         payload = {**payload, "command": f"{previous['command']} ; then {payload['command']}"}
+    if finalize is not None:
+        rows = finalize(rows)
     if order:
         rows.sort(key=lambda r: order.index(r["model"]) if r["model"] in order else len(order))
     payload = {**payload, "rows": _clean(rows)}

@@ -52,16 +52,10 @@ def save(result, dataset: str, command: str, extra_protocol: str = "") -> None:
             if f"{s}:NDCG@10" in m:
                 segs[s] = {"n": m[f"{s}:n"], "NDCG@10": m[f"{s}:NDCG@10"], "HR@10": m[f"{s}:HR@10"]}
         rows.append({**r, "segments": segs})
-    previous = read(RESULTS / f"{dataset}.json")
-    if previous:   # rows of models not re-run stay; flags are redone against the current target-only
-        kept = [r for r in previous["rows"] if r["model"] not in {x["model"] for x in rows}]
-        if kept and previous["command"] not in command:
-            command = f"{previous['command']} ; then {command}"
-        rows = kept + rows
     payload = {"dataset": dataset, "protocol": protocol, "machine": machine_description(), "command": command,
-               "rows": flag_negative_transfer(rows)}
-    write_json(payload, ORDER)
-    rows = read(RESULTS / f"{dataset}.json")["rows"]
+               "rows": rows}
+    # rows of models not re-run stay; flags are redone against the current target-only
+    rows = read(write_json(payload, ORDER, finalize=flag_negative_transfer))["rows"]
     segment_chart(rows, "NDCG@10", RESULTS / f"{dataset}.png", title=f"{dataset}: NDCG@10 per segment")
     result.rows = rows
     print(f"\n## {dataset}\n{result.to_markdown()}")

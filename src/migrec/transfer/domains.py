@@ -7,6 +7,7 @@ evaluated on the same cases, ranking among the target domain's items only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -67,15 +68,16 @@ class TransferTask:
     protocol: str = ""
     notes: dict = field(default_factory=dict)
 
-    @property
+    # Cached: the masks are read once per evaluation case, and the catalogue never changes.
+    @cached_property
     def domains(self) -> np.ndarray:
         return item_domains(self.train)
 
-    @property
+    @cached_property
     def target_mask(self) -> np.ndarray:
         return self.domains == self.target
 
-    @property
+    @cached_property
     def source_mask(self) -> np.ndarray:
         return np.isin(self.domains, self.source)
 

@@ -66,13 +66,8 @@ class ModelBank:
 
     def valid_for(self, domains) -> EvalSet | None:
         """Registered validation cases of `domains`, histories cut to those domains (None if none)."""
-        parts = [self.valid[d] for d in sorted(domains) if d in self.valid]
-        if not parts:
-            return None
-        keep = np.isin(item_domains(self.train), list(domains))
-        cases = EvalSet(np.concatenate([p.users for p in parts]), sum((p.histories for p in parts), []),
-                        sum((p.targets for p in parts), []))
-        return restrict_histories(cases, keep)
+        cases = _concat([self.valid[d] for d in sorted(domains) if d in self.valid])
+        return None if cases is None else restrict_histories(cases, np.isin(item_domains(self.train), list(domains)))
 
     def _fit(self, key, make, train, valid):
         if valid is None and key not in self.models:
@@ -89,11 +84,8 @@ class ModelBank:
             self.costs[key] = tuple(json.loads((folder / "cost.json").read_text()))
             log.info("loaded %s from %s", key, folder)
             return self.models[key]
-        with PeakMemory() as mem:
-            t0 = time.perf_counter()
-            model = fit()
-            seconds = time.perf_counter() - t0
-        self.models[key], self.costs[key] = model, (seconds, mem.peak_mb)
+        model, seconds, peak = _timed(fit)
+        self.models[key], self.costs[key] = model, (seconds, peak)
         log.info("fitted %s in %.0f s", key, seconds)
         if folder is not None:
             model.save(folder)
@@ -110,14 +102,7 @@ class ModelBank:
     def joint(self) -> InterestModel:
         """One model over every domain's (mixed) sequences."""
         return self._fit(("joint",), lambda: InterestModel(domain_adapters=True, **self.params),
-                         self.train, self._all_valid())
-
-    def _all_valid(self):
-        parts = list(self.valid.values())
-        if not parts:
-            return None
-        return EvalSet(np.concatenate([p.users for p in parts]), sum((p.histories for p in parts), []),
-                       sum((p.targets for p in parts), []))
+                         self.train, _concat(list(self.valid.values())))
 
     def fine_tuned(self, task: TransferTask, trainable: str) -> InterestModel:
         key = ("fine-tune", tuple(sorted(task.source)), task.target, trainable)
@@ -284,6 +269,14 @@ def flag_negative_transfer(rows: list, key: str = "valid:NDCG@10") -> list:
             change = f"{v / ref - 1:+.1%} valid" if ref > 0 else "n/a"
             r["versus_target_only"] = change + (" NEGATIVE TRANSFER" if v < ref else "")
     return rows
+
+
+def _concat(parts: list) -> EvalSet | None:
+    """One EvalSet holding every part's cases (None when there are none)."""
+    if not parts:
+        return None
+    return EvalSet(np.concatenate([p.users for p in parts]), sum((p.histories for p in parts), []),
+                   sum((p.targets for p in parts), []))
 
 
 def _slug(key: tuple) -> str:
