@@ -1,2 +1,2 @@
 """migrec: recommendations that migrate user interests with pretrained language models."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,45 +1,22 @@
 """The pipeline in one place: data set -> split -> item text vectors -> models -> evaluation.
 
-Registries map the short names the CLI and benchmarks use to loaders and models, so
-a run is described by plain strings and numbers (what a config file would hold).
+The registry tables (migrec.registry) map the short names the CLI and benchmarks use to
+loaders and models, so a run is described by plain strings and numbers (what a config
+file would hold).
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from .data import (Dataset, Split, leave_one_out, load_amazon_food_kitchen, load_movielens_1m,
-                   load_movielens_100k, load_table, load_unisrec)
+from .data import Split, leave_one_out
 from .data.download import resolve_movielens
 from .models.base import Recommender
-from .models.interest import InterestModel
-from .models.itemknn import ItemKNN
-from .models.matrix_factorization import ALS, BPR
-from .models.popularity import Popularity
-from .models.sasrec import SASRec
+from .registry import LOADERS, MODELS, SEQUENTIAL, TEXT_MODELS
 
 log = logging.getLogger(__name__)
-
-LOADERS = {
-    "ml-100k": load_movielens_100k,
-    "ml-1m": load_movielens_1m,
-    "amazon-food-kitchen": load_amazon_food_kitchen,
-    "unisrec": load_unisrec,
-    "table": load_table,
-    "parquet": Dataset.from_parquet,
-}
-
-MODELS = {
-    "popularity": Popularity,
-    "itemknn": ItemKNN,
-    "als": ALS,
-    "bpr": BPR,
-    "sasrec": SASRec,
-    "interest-text": lambda **kw: InterestModel(use_id=False, **kw),
-    "interest-text+id": lambda **kw: InterestModel(use_id=True, **kw),
-}
-SEQUENTIAL = {"sasrec", "interest-text", "interest-text+id"}
-TEXT_MODELS = {"interest-text", "interest-text+id"}
+__all__ = ["LOADERS", "MODELS", "SEQUENTIAL", "TEXT_MODELS", "load_dataset", "build_model", "attach_item_vectors",
+           "prepare_split", "cache_dir_for"]
 
 
 def load_dataset(kind: str, path: str | None = None, **kw) -> Dataset:
@@ -68,6 +45,7 @@ def attach_item_vectors(split: Split, encoder: str = "st", cache_dir=True, templ
     enc = make_encoder(encoder)
     log.info("encoding %d items with %s", split.train.n_items, enc.model_id)
     split.train.item_vectors = encode_catalogue(split.train.catalogue, enc, template=template, cache_dir=cache_dir)
+    split.train.encoder = enc.model_id
     return split
 
 

@@ -24,6 +24,7 @@ class TrainSet:
     catalogue: pd.DataFrame       # aligned with item_ids
     timestamps: list | None = None  # list[np.ndarray[float64]] aligned with sequences
     item_vectors: np.ndarray | None = None  # [n_items, d] text vectors, set by an encoder
+    encoder: str | None = None    # model id of the encoder that made item_vectors
 
     @property
     def n_users(self) -> int:

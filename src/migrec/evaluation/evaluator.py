@@ -87,9 +87,9 @@ def evaluate(model, evalset: EvalSet, train: TrainSet, ks=(10, 20, 50), batch_si
         hi = min(lo + batch_size, n)
         hists, targs = evalset.histories[lo:hi], evalset.targets[lo:hi]
         if candidates is None:
-            scores = _masked_scores(model, evalset.users[lo:hi], hists, targs, n_items)
+            scores = _masked_scores(model, hists, targs, n_items)
         else:  # the model reads the whole (global) history; ranking happens among the candidates
-            raw = _raw_scores(model, evalset.users[lo:hi], model_evalset.histories[lo:hi], train.n_items)
+            raw = _raw_scores(model, model_evalset.histories[lo:hi], train.n_items)
             scores = _mask(raw[:, candidates], hists, targs)
         ranks = M.target_ranks(scores, targs)
         rank_rows.extend(r[np.isfinite(r)] for r in ranks)
@@ -158,18 +158,18 @@ def _localise(evalset: EvalSet, local: np.ndarray) -> EvalSet:
                    [local[np.asarray(t, dtype=np.int64)] for t in evalset.targets])
 
 
-def _raw_scores(model, users, hists, n_items) -> np.ndarray:
+def _raw_scores(model, hists, n_items) -> np.ndarray:
     # A copy: the model may hand back an array it keeps, which we must not edit.
-    scores = np.array(model.score_histories(np.asarray(users), hists), dtype=np.float32, copy=True)
-    if scores.shape != (len(users), n_items):
+    scores = np.array(model.score_histories(hists), dtype=np.float32, copy=True)
+    if scores.shape != (len(hists), n_items):
         raise ValueError(f"{getattr(model, 'name', model)}.score_histories returned shape {scores.shape}, "
-                         f"expected {(len(users), n_items)}")
+                         f"expected {(len(hists), n_items)}")
     return scores
 
 
-def _masked_scores(model, users, hists, targs, n_items) -> np.ndarray:
+def _masked_scores(model, hists, targs, n_items) -> np.ndarray:
     """Model scores with history items (except targets) at -inf; NaN counts as -inf."""
-    return _mask(_raw_scores(model, users, hists, n_items), hists, targs)
+    return _mask(_raw_scores(model, hists, n_items), hists, targs)
 
 
 def _mask(scores, hists, targs) -> np.ndarray:

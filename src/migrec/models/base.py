@@ -1,35 +1,51 @@
-"""The one contract every model follows (scikit-learn style).
+"""The one contract every model follows (scikit-learn style, implicit's history-in API).
 
-Hyper-parameters go in ``__init__``; ``fit(train, valid=None)`` learns and returns self;
-fitted state ends in ``_``. Every model implements a single scoring primitive,
-``score_histories(users, histories)`` -> [n_users, n_items] float32, over the full item
-universe; ``recommend``, ``score`` and the evaluator are built on it, so all models are
-measured the same way.
+Hyper-parameters go in ``__init__`` (which only stores them); ``fit(train, valid=None)``
+learns and returns self; fitted state ends in ``_``. A model holds no user data: it scores
+a *history* given to it, and whoever keeps histories (a `migrec.data.Histories`, the
+service's store) passes them in. Every model implements one read-only primitive,
+
+    score_histories(histories) -> float32 [len(histories), n_items]
+
+over item-index histories (the full item universe, `item_ids_`). Everything else is built
+on it: `recommend_history` / `recommend_histories` / `score` answer in raw item ids, and the
+evaluator measures the same scores. Scoring never changes the model and is safe from
+several threads; an update runs on a `clone()` that is swapped in when done.
+
+Persistence: `save(path)` writes a safe artifact (`models.artifact`); `migrec.load_model`
+reads it back through the explicit registry table.
 """
 from __future__ import annotations
 
+import copy
 import inspect
-import json
-import pickle
 from pathlib import Path
 
 import numpy as np
 
-from ..data.split import EvalSet, TrainSet
+from . import artifact
+
+_RUNTIME = ("_lookup", "_cache", "_lock")   # caches and locks: never copied or saved
 
 
 class Recommender:
-    name = "recommender"
+    name = "recommender"      # label in result tables (build_model sets the registry's short name)
+    registry = ""             # key in migrec.registry.ARTIFACTS; "" = cannot be saved
+    _state_apart: tuple = ()  # fitted attributes a subclass's _state/_restore save themselves
 
     # -- to implement -------------------------------------------------------------
-    def fit(self, train: TrainSet, valid: EvalSet | None = None) -> "Recommender":
+    def fit(self, train, valid=None) -> "Recommender":
         raise NotImplementedError
 
-    def score_histories(self, users: np.ndarray, histories: list) -> np.ndarray:
-        """Scores of every item for each (user index, history) pair; higher is better."""
+    def score_histories(self, histories: list) -> np.ndarray:
+        """Scores of every item for each item-index history; higher is better. Read-only."""
         raise NotImplementedError
 
-    # -- shared behaviour -----------------------------------------------------------
+    def partial_fit(self, new_interactions, histories=None, **kw) -> "Recommender":
+        """Update on new events without a refit (models that support it override this)."""
+        raise NotImplementedError(f"{type(self).__name__} has no incremental update; refit it instead")
+
+    # -- hyper-parameters ---------------------------------------------------------------
     def get_params(self) -> dict:
         # Hyper-parameters are the named __init__ arguments of the class and its bases.
         names = []
@@ -49,116 +65,222 @@ class Recommender:
             setattr(self, key, value)
         return self
 
-    def _remember(self, train: TrainSet) -> None:
-        """Keep what recommend() needs to answer by raw id after fit."""
-        self.user_ids_ = np.asarray(train.user_ids, dtype=object)
-        self.item_ids_ = np.asarray(train.item_ids, dtype=object)
-        self.histories_ = [np.asarray(s, dtype=np.int64) for s in train.sequences]
-        self._uindex = {u: i for i, u in enumerate(self.user_ids_)}
-        self._iindex = {it: i for i, it in enumerate(self.item_ids_)}
+    def clone(self) -> "Recommender":
+        """A deep copy, fitted state included: update it while this one keeps serving."""
+        return copy.deepcopy(self)
 
-    def _check_fitted(self):
-        if not hasattr(self, "item_ids_"):
-            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() first")
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in _RUNTIME}
 
-    def user_index(self, user) -> int:
-        self._check_fitted()
-        if not hasattr(self, "_uindex"):
-            self._uindex = {u: i for i, u in enumerate(self.user_ids_)}
+    # -- items --------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
         try:
-            return self._uindex[str(user)]
-        except KeyError:
-            raise KeyError(f"unknown user {user!r}") from None
+            self.item_ids_
+        except AttributeError:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() first") from None
 
-    def item_index(self, item) -> int:
+    @property
+    def n_items(self) -> int:
         self._check_fitted()
-        if not hasattr(self, "_iindex"):
-            self._iindex = {it: i for i, it in enumerate(self.item_ids_)}
-        try:
-            return self._iindex[str(item)]
-        except KeyError:
-            raise KeyError(f"unknown item {item!r}") from None
+        return len(self.item_ids_)
 
-    def partial_fit(self, new_interactions, item_vectors=None, **kw) -> "Recommender":
-        """Update on new events without a refit (Popularity, ALS; sequential models override)."""
-        from .incremental import partial_fit
+    def _set_items(self, item_ids) -> None:
+        self.item_ids_ = np.asarray([str(i) for i in item_ids], dtype=object)
 
-        return partial_fit(self, new_interactions, item_vectors=item_vectors, **kw)
+    def _summarise(self, train) -> None:
+        """Record what the model was trained on (counts only, no user data) and its item universe."""
+        self._set_items(train.item_ids)
+        self.training_ = {"users": int(train.n_users), "items": int(train.n_items),
+                          "events": int(train.n_interactions),
+                          "items_with_events": int((train.item_counts() > 0).sum())}
 
-    def observe(self, user, items) -> None:
-        """Append events to a known user's history (used when predicting later events)."""
-        u = self.user_index(user)
-        extra = np.asarray([self.item_index(i) for i in items], dtype=np.int64)
-        self.histories_[u] = np.concatenate([self.histories_[u], extra])
+    def item_index(self, items, unknown: str = "raise") -> np.ndarray:
+        """Item indices of raw item ids; unknown="raise" (KeyError naming them) or "drop"."""
+        self._check_fitted()
+        lookup = self.__dict__.get("_lookup")
+        if lookup is None or len(lookup) != len(self.item_ids_):
+            lookup = {it: i for i, it in enumerate(self.item_ids_)}
+            self._lookup = lookup            # a cache, rebuilt whenever the universe grows
+        if isinstance(items, (str, int, np.integer)):
+            items = [items]
+        out = [lookup.get(str(i), -1) for i in items]
+        if unknown == "raise":
+            missing = [i for i, j in zip(items, out) if j < 0]
+            if missing:
+                raise KeyError(f"unknown item{'s' if len(missing) > 1 else ''} {missing[:5]}")
+        elif unknown != "drop":
+            raise ValueError(f"unknown must be 'raise' or 'drop', not {unknown!r}")
+        arr = np.asarray(out, dtype=np.int64)
+        return arr[arr >= 0]
 
-    def use_histories(self, evalset) -> None:
-        """Answer later calls from these histories, e.g. train + the validation item once fitted."""
-        for u, h in zip(evalset.users, evalset.histories):
-            self.histories_[u] = np.asarray(h, dtype=np.int64)
+    # -- raw-id answers, all built on score_histories -------------------------------------
+    def score(self, histories, items, unknown: str = "raise") -> np.ndarray:
+        """Scores of the raw item ids `items` for each raw-id history: [len(histories), len(items)]."""
+        idx = [self.item_index(h, unknown) for h in histories]
+        return np.asarray(self.score_histories(idx), dtype=np.float32)[:, self.item_index(items)]
 
-    def score(self, users, items) -> np.ndarray:
-        """Scores of the given raw item ids for the given raw user ids: [len(users), len(items)]."""
-        uidx = np.asarray([self.user_index(u) for u in users], dtype=np.int64)
-        iidx = np.asarray([self.item_index(i) for i in items], dtype=np.int64)
-        full = self.score_histories(uidx, [self.histories_[u] for u in uidx])
-        return full[:, iidx]
+    def recommend_histories(self, histories, k: int = 10, exclude_seen: bool = True, exclude=None,
+                            candidates=None, unknown: str = "raise"):
+        """Top-k raw item ids and scores for each raw-id history: two [len(histories), k'] arrays.
 
-    def recommend(self, users, k: int = 10, exclude_seen: bool = True):
-        """Top-k raw item ids and their scores for each raw user id: two [len(users), k] arrays."""
-        uidx = np.asarray([self.user_index(u) for u in users], dtype=np.int64)
-        hist = [self.histories_[u] for u in uidx]
-        scores = self.score_histories(uidx, hist).astype(np.float32, copy=True)
-        if exclude_seen:
-            for row, h in enumerate(hist):
+        exclude_seen: leave out the history's own items. exclude: per history, further raw ids
+        to leave out. candidates: rank only these raw ids (e.g. one domain's items).
+        unknown: what to do with history items the model does not know ("raise" or "drop").
+        k' = min(k, number of candidates); a row with fewer allowed items ends in -inf scores.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, not {k}")
+        if exclude is not None and len(exclude) != len(histories):
+            raise ValueError(f"exclude has {len(exclude)} entries for {len(histories)} histories")
+        idx = [self.item_index(h, unknown) for h in histories]
+        scores = np.array(self.score_histories(idx), dtype=np.float32, copy=True)
+        scores[np.isnan(scores)] = -np.inf
+        n_allowed = scores.shape[1]
+        if candidates is not None:
+            keep = np.zeros(scores.shape[1], dtype=bool)
+            keep[self.item_index(candidates)] = True
+            scores[:, ~keep] = -np.inf
+            n_allowed = int(keep.sum())
+        for row, h in enumerate(idx):
+            if exclude_seen:
                 scores[row, h] = -np.inf
-        k = min(k, scores.shape[1])
+            if exclude is not None and len(exclude[row]):
+                scores[row, self.item_index(exclude[row], "drop")] = -np.inf
+        k = max(1, min(k, n_allowed))
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
         top = np.take_along_axis(top, order, 1)
         return self.item_ids_[top], np.take_along_axis(scores, top, 1)
 
-    # -- persistence: params as JSON, fitted state by the subclass (pickle by default) ----
+    def recommend_history(self, items, k: int = 10, exclude_seen: bool = True, exclude=None, candidates=None,
+                          unknown: str = "raise"):
+        """Top-k raw item ids and scores for one raw-id history (excluded items never appear)."""
+        ids, scores = self.recommend_histories([items], k, exclude_seen, None if exclude is None else [exclude],
+                                               candidates, unknown)
+        keep = np.isfinite(scores[0])
+        return ids[0][keep], scores[0][keep]
+
+    # -- persistence ---------------------------------------------------------------------
+    def _state(self) -> tuple[dict, dict, dict]:
+        """(JSON state, numeric arrays, nested models) of the fitted attributes; override to adjust."""
+        state, arrays, children = {}, {}, {}
+        for key, value in self.__dict__.items():
+            if not key.endswith("_") or key.startswith("_") or key in ("item_ids_", "encoder_", "training_") \
+                    or key in self._state_apart:
+                continue
+            if isinstance(value, Recommender):
+                children[key] = value
+            elif isinstance(value, np.ndarray) and value.dtype != object:
+                arrays[key] = value
+            elif _is_json(value):
+                state[key] = value
+            else:
+                raise TypeError(f"{type(self).__name__}.{key} ({type(value).__name__}) cannot be saved: "
+                                f"override _state/_restore")
+        return state, arrays, children
+
+    def _restore(self, state: dict, arrays: dict, children: dict) -> None:
+        """Set the fitted attributes back from what _state gave (after __init__ and _set_items)."""
+        self.__dict__.update(state)
+        self.__dict__.update(arrays)
+        self.__dict__.update(children)
+
+    def _artifact_params(self) -> tuple[dict, dict, dict]:
+        """Hyper-parameters split into (JSON values, arrays, nested models)."""
+        params, arrays, children = {}, {}, {}
+        for key, value in self.get_params().items():
+            if isinstance(value, Recommender):
+                children[key] = value
+            elif isinstance(value, np.ndarray):
+                arrays[key] = value
+            elif _is_json(value):
+                params[key] = value
+            else:
+                raise TypeError(f"hyper-parameter {key}={value!r} cannot be saved")
+        return params, arrays, children
+
+    def encoder_info(self) -> dict | None:
+        """The text encoder behind the model's item vectors: {"model_id", "dim"}, or None (ID model)."""
+        return getattr(self, "encoder_", None)
+
     def save(self, path) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "model.json").write_text(json.dumps(
-            {"class": f"{type(self).__module__}.{type(self).__qualname__}", "params": _jsonable(self.get_params())},
-            indent=2))
-        self._save_state(path)
+        """Write a safe, self-describing artifact (see models.artifact); no user data goes in."""
+        self._check_fitted()
+        if not self.registry:
+            raise TypeError(f"{type(self).__name__} has no registry name: it cannot be saved")
+        params, p_arrays, p_children = self._artifact_params()
+        state, arrays, children = self._state()
+        arrays = {**{f"param.{k}": v for k, v in p_arrays.items()}, **arrays}
+        clash = set(p_children) & set(children)
+        if clash:
+            raise TypeError(f"nested model names used twice: {sorted(clash)}")
+        children = {**p_children, **children}
+        artifact.write(path, registry=self.registry, name=self.name, params=params, item_ids=self.item_ids_,
+                       encoder=self.encoder_info(), training=getattr(self, "training_", {}), state=state,
+                       arrays=arrays, children=list(children))
+        for key, child in children.items():
+            child.save(Path(path) / key)
 
     @classmethod
     def load(cls, path) -> "Recommender":
-        path = Path(path)
-        meta = json.loads((path / "model.json").read_text())
-        module, _, qual = meta["class"].rpartition(".")
-        klass = getattr(__import__(module, fromlist=[qual]), qual)
-        if not issubclass(klass, cls):
-            raise TypeError(f"{path} holds a {qual}, not a {cls.__name__}")
-        model = klass(**meta["params"])
-        model._load_state(path)
+        """Load a model folder holding this class (or a subclass of it) and its nested models.
+
+        The manifest's registry name is looked up among the `registry` names of the classes
+        defined in code (never imported from the file); `migrec.registry.load_model` is the
+        entry point that knows every model the package ships.
+        """
+        manifest, arrays = artifact.read(path)
+        klass = _registered(cls).get(manifest["registry"])
+        if klass is None:
+            raise artifact.ArtifactError(f"{Path(path) / artifact.MANIFEST}: field 'registry' is "
+                                         f"{manifest['registry']!r}, not a {cls.__name__} "
+                                         f"(known: {sorted(_registered(cls))})")
+        children = {key: Recommender.load(Path(path) / key) for key in manifest["children"]}
+        return klass.from_artifact(manifest, arrays, children)
+
+    @classmethod
+    def from_artifact(cls, manifest: dict, arrays: dict, children: dict) -> "Recommender":
+        """Rebuild from a manifest read by models.artifact.read (children already loaded)."""
+        init = set(inspect.signature(cls.__init__).parameters)
+        params = dict(manifest["params"])
+        params.update({k[len("param."):]: v for k, v in arrays.items() if k.startswith("param.")})
+        params.update({k: v for k, v in children.items() if k in init})
+        model = cls(**params)
+        model.name = manifest.get("name") or cls.name
+        if "item_ids_" not in _class_properties(cls):
+            model._set_items(manifest["item_ids"])
+        if manifest.get("encoder") is not None:
+            model.encoder_ = manifest["encoder"]
+        model.training_ = manifest.get("training") or {}
+        model._restore(manifest["state"], {k: v for k, v in arrays.items() if not k.startswith("param.")},
+                       {k: v for k, v in children.items() if k not in init})
         return model
 
-    def _fitted_state(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k.endswith("_") and not k.startswith("__")}
-
-    def _save_state(self, path: Path) -> None:
-        with open(path / "state.pkl", "wb") as fh:
-            pickle.dump(self._fitted_state(), fh, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def _load_state(self, path: Path) -> None:
-        with open(path / "state.pkl", "rb") as fh:
-            self.__dict__.update(pickle.load(fh))
-
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if not isinstance(v, np.ndarray))
         return f"{type(self).__name__}({args})"
 
 
-def _jsonable(params: dict) -> dict:
-    out = {}
-    for k, v in params.items():
-        if isinstance(v, (str, int, float, bool, type(None), list, tuple, dict)):
-            out[k] = v
-        else:
-            raise TypeError(f"hyper-parameter {k}={v!r} is not JSON-serialisable")
+def _registered(cls) -> dict:
+    """registry name -> class, for cls and every subclass defined so far."""
+    out, todo = {}, [cls]
+    while todo:
+        klass = todo.pop()
+        if klass.__dict__.get("registry"):
+            out[klass.registry] = klass
+        todo.extend(klass.__subclasses__())
     return out
+
+
+def _class_properties(cls) -> set:
+    return {k for klass in cls.__mro__ for k, v in vars(klass).items() if isinstance(v, property)}
+
+
+def _is_json(value) -> bool:
+    if value is None or isinstance(value, (str, bool, int, float, np.integer, np.floating)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_json(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
+    return False

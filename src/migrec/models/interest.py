@@ -9,11 +9,12 @@ they are scored from their text alone — a new catalogue item is recommendable 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
-from .sequential import SequentialRecommender, _Shape
+from .artifact import check_encoder
+from .incremental import vectors_for
+from .sequential import SequentialRecommender
 
 
 class MoEAdapter(nn.Module):
@@ -116,10 +117,11 @@ class InterestModel(SequentialRecommender):
     """Language-model interest model; `use_id=False` is the text-only variant.
 
     Needs `train.item_vectors` (one text vector per catalogue item), set by
-    `migrec.encoders.encode_catalogue`.
+    `migrec.encoders.encode_catalogue`; `train.encoder` names the encoder that made them.
     """
 
     name = "interest"
+    registry = "interest"
 
     def __init__(self, use_id: bool = True, experts: int = 8, adapter_dropout: float = 0.2,
                  temperature: float = 0.07, normalize: bool = True, domain_adapters: bool = False,
@@ -130,117 +132,54 @@ class InterestModel(SequentialRecommender):
         self.id_dropout = id_dropout  # share of items trained without their ID part (cold-item robustness)
         self.centre_domains = centre_domains  # subtract each domain's mean text vector (domain_adapters only)
 
-    def _build_items(self, train) -> nn.Module:
+    def _prepare_items(self, train) -> None:
         if getattr(train, "item_vectors", None) is None:
             raise ValueError("InterestModel needs train.item_vectors: encode the catalogue first "
                              "(migrec.encoders.encode_catalogue)")
         if len(train.item_vectors) != train.n_items:
             raise ValueError(f"item_vectors has {len(train.item_vectors)} rows for {train.n_items} items")
         self.text_vectors_ = np.asarray(train.item_vectors, dtype=np.float32)
-        self.seen_ = getattr(train, "seen", None)
-        if self.seen_ is None:
-            self.seen_ = (train.item_counts() > 0).astype(np.float32)
-        codes = None
+        self.encoder_ = {"model_id": getattr(train, "encoder", None), "dim": int(self.text_vectors_.shape[1])}
         if self.domain_adapters:
-            if getattr(train, "item_domains", None) is not None:   # rebuilding from disk
-                self.domain_names_, codes = list(train.domain_names), np.asarray(train.item_domains)
-            else:
-                if "domain" not in train.catalogue.columns:
-                    raise ValueError("domain_adapters=True needs a 'domain' column in the catalogue")
-                names, codes = np.unique(train.catalogue["domain"].astype(str).to_numpy(), return_inverse=True)
-                self.domain_names_ = names.tolist()
-            self.item_domains_ = codes.astype(np.int64)
+            if "domain" not in train.catalogue.columns:
+                raise ValueError("domain_adapters=True needs a 'domain' column in the catalogue")
+            names, codes = np.unique(train.catalogue["domain"].astype(str).to_numpy(), return_inverse=True)
+            self.domain_names_, self.item_domains_ = names.tolist(), codes.astype(np.int64)
+
+    def _build_items(self) -> nn.Module:
+        codes = self.item_domains_ if self.domain_adapters else None
         return TextItemTable(self.text_vectors_, self.seen_, self.hidden, self.experts, self.adapter_dropout,
                              self.use_id, codes, len(getattr(self, "domain_names_", [])), self.id_dropout,
                              self.centre_domains)
 
-    def _trainable(self, trainable: str) -> tuple:
+    def trainable_groups(self, trainable: str) -> tuple:
         if trainable == "adapter":
             return ("item_table.adapter", "item_table.domain_adapter", "item_table.domain_embedding")
-        return super()._trainable(trainable)
+        return super().trainable_groups(trainable)
 
-    def _refresh_items(self, train, trainable: str) -> None:
-        # Items first seen now get their ID part switched on, unless only adapters train
-        # (their IDs would stay untrained noise).
-        if trainable == "adapter" or self.net_["item_table"].ids is None:
-            return
-        newly = (train.item_counts() > 0).astype(np.float32)
-        self.seen_ = np.maximum(self.seen_, newly)
+    def _mark_seen(self, items) -> None:
+        # Items with events now get their ID part switched on.
+        super()._mark_seen(items)
         table = self.net_["item_table"]
-        table.seen = torch.cat([torch.zeros(1), torch.from_numpy(self.seen_)]).to(table.seen)
-
-    def _extra_state(self):
-        extra = {"text_vectors": self.text_vectors_, "seen": self.seen_}
-        if self.domain_adapters:
-            extra.update(domain_names=self.domain_names_, item_domains=self.item_domains_)
-        return extra
-
-    def _restore_extra(self, state):
-        self.text_vectors_, self.seen_ = state["text_vectors"], state["seen"]
-        if "domain_names" in state:
-            self.domain_names_, self.item_domains_ = state["domain_names"], state["item_domains"]
-
-    def _shape_for_load(self, state):
-        return _Shape(n_items=len(state["item_ids"]), item_vectors=state["text_vectors"], seen=state["seen"],
-                      domain_names=state.get("domain_names"), item_domains=state.get("item_domains"))
+        if table.ids is not None:
+            table.seen = torch.cat([torch.zeros(1), torch.from_numpy(self.seen_)]).to(table.seen)
+        self.weights_changed()
 
     # -- new items, known by text only --------------------------------------------------
-    def add_items(self, item_ids, vectors: np.ndarray, domains=None) -> None:
-        """Add catalogue items after training; they are scored from their text at once.
-
-        With domain adapters, `domains` names each new item's domain (one already known).
-        """
-        self._check_fitted()
-        item_ids = [str(i) for i in item_ids]
-        self.item_index(self.item_ids_[0])  # makes sure the id map exists (also after load)
-        clash = [i for i in item_ids if i in self._iindex]
-        if clash:
-            raise ValueError(f"items already known: {clash[:5]}")
-        vectors = np.asarray(vectors, dtype=np.float32)
+    def _grow_items(self, item_ids, vectors, domains, encoder) -> None:
+        """New items are scored from their text at once. With domain adapters, `domains`
+        names each new item's domain (one already known)."""
+        check_encoder(self.encoder_info(), encoder, "the new items' vectors")
+        vectors = vectors_for(item_ids, vectors, self.text_vectors_.shape[1])
         codes = None
         if self.domain_adapters:
             if domains is None or len(domains) != len(item_ids):
                 raise ValueError("this model has domain adapters: give one domain per new item")
-            unknown = sorted({str(d) for d in domains} - set(self.domain_names_))
+            unknown = sorted(set(domains) - set(self.domain_names_))
             if unknown:
                 raise ValueError(f"unknown domains {unknown}; the model knows {self.domain_names_}")
-            codes = np.asarray([self.domain_names_.index(str(d)) for d in domains], dtype=np.int64)
+            codes = np.asarray([self.domain_names_.index(d) for d in domains], dtype=np.int64)
             self.item_domains_ = np.concatenate([self.item_domains_, codes])
             codes = torch.from_numpy(codes).to(self.device_)
         self.net_["item_table"].add_items(torch.from_numpy(vectors).to(self.device_), codes)
         self.text_vectors_ = np.vstack([self.text_vectors_, vectors])
-        self.seen_ = np.concatenate([self.seen_, np.zeros(len(item_ids), np.float32)])
-        self.item_ids_ = np.concatenate([self.item_ids_, np.asarray(item_ids, dtype=object)])
-        self._iindex.update({it: len(self._iindex) + k for k, it in enumerate(item_ids)})
-
-    # -- explanation --------------------------------------------------------------------
-    def explain(self, user, item, steps: int = 64, catalogue: pd.DataFrame | None = None) -> pd.DataFrame:
-        """Which history items drove the score of `item` for `user`.
-
-        Integrated gradients over the history's item vectors, from an all-zero history
-        (positions kept) to the real one: the attributions add up to the model's own
-        score minus the empty-history score (completeness), so they are faithful to the
-        score rather than a separate heuristic. The frame's attrs hold both scores.
-        """
-        u, target = self.user_index(user), self.item_index(item)
-        history = self.histories_[u][-self.max_len:]
-        if len(history) == 0:
-            raise ValueError(f"user {user!r} has no history to explain from")
-        self.net_.eval()
-        table = self.net_["item_table"]().detach()
-        x = table[torch.as_tensor(history + 1, device=self.device_)][None]  # [1, n, H], no padding
-        alphas = (torch.arange(steps, device=self.device_) + 0.5) / steps  # midpoint rule: error O(1/steps^2)
-        path = (alphas[:, None, None] * x).requires_grad_(True)  # [steps, n, H]
-        scores = self._logits(self.net_["encoder"](path)[:, -1], table)[:, target]
-        grads, = torch.autograd.grad(scores.sum(), path)
-        attribution = (x[0] * grads.mean(0)).sum(-1).detach().cpu().numpy()
-        with torch.no_grad():
-            zero = self._logits(self.net_["encoder"](torch.zeros_like(x))[:, -1], table)[0, target]
-        full = float(self._logits(self.net_["encoder"](x)[:, -1], table)[0, target].detach())
-        items = self.item_ids_[history]
-        frame = pd.DataFrame({"position": np.arange(len(history)) - len(history), "item_id": items,
-                              "attribution": attribution})
-        if catalogue is not None:
-            frame["title"] = catalogue.set_index("item_id").reindex(items)["title"].to_numpy()
-        frame.attrs.update(score=full, baseline_score=float(zero), item_id=str(item), user_id=str(user))
-        return frame.sort_values("attribution", ascending=False, key=abs).reset_index(drop=True)

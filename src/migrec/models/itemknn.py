@@ -13,6 +13,8 @@ from .base import Recommender
 
 class ItemKNN(Recommender):
     name = "itemknn"
+    registry = "itemknn"
+    _state_apart = ("similarity_",)
 
     def __init__(self, neighbors: int = 100, shrink: float = 10.0, chunk: int = 2048):
         self.neighbors = neighbors
@@ -20,7 +22,7 @@ class ItemKNN(Recommender):
         self.chunk = chunk
 
     def fit(self, train, valid=None):
-        self._remember(train)
+        self._summarise(train)
         x = train.csr(binary=True).tocsc()
         xt = x.T.tocsr()
         norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel())
@@ -41,10 +43,22 @@ class ItemKNN(Recommender):
         self.similarity_ = sim.astype(np.float32)
         return self
 
-    def score_histories(self, users, histories):
+    def score_histories(self, histories):
         n = self.similarity_.shape[0]
         rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
         cols = np.concatenate(histories) if len(histories) else np.array([], dtype=np.int64)
         h = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(histories), n))
         h.data[:] = 1.0  # a repeated item counts once
         return np.asarray((h @ self.similarity_).todense(), dtype=np.float32)
+
+    def _state(self):
+        state, arrays, children = super()._state()
+        sim = self.similarity_
+        arrays.update({"similarity.data": sim.data, "similarity.indices": sim.indices, "similarity.indptr": sim.indptr})
+        return state, arrays, children
+
+    def _restore(self, state, arrays, children):
+        n = len(self.item_ids_)
+        self.similarity_ = sp.csr_matrix((arrays.pop("similarity.data"), arrays.pop("similarity.indices"),
+                                          arrays.pop("similarity.indptr")), shape=(n, n))
+        super()._restore(state, arrays, children)

@@ -1,55 +1,54 @@
 """ALS and BPR matrix factorisation through the `implicit` library.
 
-At prediction time ALS re-solves a user's factors from the given history (exact, cheap),
-so the test history (train + valid item) is used; BPR keeps the user factors it fitted
-(a history passed at prediction time does not change them).
+Neither keeps per-user parameters: a user is scored by *folding in* the history given at
+prediction time against the fitted item factors, so any history (a new user's included)
+can be scored and no user data is stored.
+
+- ALS: the exact closed-form ALS user step (confidence alpha per event).
+- BPR: the user vector that maximises BPR's own objective with the item factors fixed,
+  mean log sigmoid(x_ui - x_uj) - reg/2 |u|^2 over the history's items i and a fixed set of
+  negatives j (drawn at fit time in proportion to item popularity, excluding the
+  history), solved by L-BFGS; the stationary point of implicit's SGD user update.
 """
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
-import scipy.sparse as sp
+import torch
 
 from .base import Recommender
-
-
-def _history_matrix(histories, n_items) -> sp.csr_matrix:
-    rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
-    cols = np.concatenate(histories) if len(histories) else np.array([], dtype=np.int64)
-    m = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(histories), n_items))
-    m.sum_duplicates()
-    m.data[:] = 1.0
-    return m
+from .incremental import coerce_events
 
 
 class _ImplicitMF(Recommender):
     def _build(self):
         raise NotImplementedError
 
-    def fit(self, train, valid=None):
-        self._remember(train)
+    def _fit_implicit(self, train):
         from threadpoolctl import threadpool_limits
 
+        self._summarise(train)
         with threadpool_limits(1, "blas"), warnings.catch_warnings():
             # implicit runs its own threads, so BLAS is held to one thread here; its start-up
             # check still warns about the global OpenBLAS setting, which does not apply.
             warnings.filterwarnings("ignore", message="OpenBLAS is configured")
             model = self._build()
             model.fit(train.csr(binary=True) * float(getattr(self, "alpha", 1.0)), show_progress=False)
-        self.user_factors_ = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)
-        return self
+        return np.asarray(model.user_factors, dtype=np.float32)
 
-    def _user_vectors(self, users, histories):
-        return self.user_factors_[users]
+    def user_vectors(self, histories) -> np.ndarray:
+        """The user factors folded in from each item-index history."""
+        raise NotImplementedError
 
-    def score_histories(self, users, histories):
-        return self._user_vectors(np.asarray(users), histories) @ self.item_factors_.T
+    def score_histories(self, histories):
+        return self.user_vectors(histories) @ self.item_factors_.T
 
 
 class ALS(_ImplicitMF):
     name = "als"
+    registry = "als"
 
     def __init__(self, factors: int = 64, regularization: float = 0.05, alpha: float = 10.0,
                  iterations: int = 15, seed: int = 0, threads: int = 0):
@@ -63,7 +62,11 @@ class ALS(_ImplicitMF):
                                        iterations=self.iterations, num_threads=self.threads,
                                        random_state=self.seed)
 
-    def _user_vectors(self, users, histories):
+    def fit(self, train, valid=None):
+        self._fit_implicit(train)        # user factors are re-solved at prediction time
+        return self
+
+    def user_vectors(self, histories):
         # Closed-form ALS user step, as implicit solves it: each event has confidence alpha,
         # A = Y'Y + sum (alpha - 1) y y' + reg I, b = sum alpha y.
         y = self.item_factors_
@@ -71,21 +74,54 @@ class ALS(_ImplicitMF):
         reg = self.regularization * np.eye(y.shape[1], dtype=np.float32)
         out = np.empty((len(histories), y.shape[1]), dtype=np.float32)
         for row, h in enumerate(histories):
-            items = np.unique(h)
-            yi = y[items]
+            yi = y[np.unique(np.asarray(h, dtype=np.int64))]
             a = yty + (self.alpha - 1.0) * (yi.T @ yi) + reg
-            b = self.alpha * yi.sum(axis=0)
-            out[row] = np.linalg.solve(a, b)
+            out[row] = np.linalg.solve(a, self.alpha * yi.sum(axis=0))
         return out
+
+    def partial_fit(self, new_interactions, histories=None, **_):
+        """One exact ALS item step for the items the new events touch.
+
+        histories: every user's history before the update (a `migrec.data.Histories`);
+        the touched items' factors are re-solved from the folded-in factors of all users,
+        as the ALS item step does (confidence alpha per event). New users need nothing
+        more: ALS folds in any history at prediction time.
+        """
+        from ..data.histories import Histories
+
+        self._check_fitted()
+        frame = coerce_events(new_interactions)
+        self.item_index(frame["item_id"])           # refuse items outside the catalogue, naming them
+        merged = histories.copy() if histories is not None else Histories()
+        merged.extend(frame)
+        hists = [self.item_index(merged[u]) for u in merged]
+        touched = np.unique(self.item_index(frame["item_id"]))
+        x = self.user_vectors(hists)                 # current user factors
+        xtx = x.T @ x
+        reg = self.regularization * np.eye(x.shape[1], dtype=np.float32)
+        holders = {int(i): [] for i in touched}
+        for u, h in enumerate(hists):
+            for i in np.intersect1d(h, touched):
+                holders[int(i)].append(u)
+        factors = self.item_factors_.copy()
+        for i, users in holders.items():
+            xu = x[users]
+            a = xtx + (self.alpha - 1.0) * (xu.T @ xu) + reg
+            factors[i] = np.linalg.solve(a, self.alpha * xu.sum(axis=0))
+        self.item_factors_ = factors                 # one assignment: readers see old or new, never half
+        return self
 
 
 class BPR(_ImplicitMF):
     name = "bpr"
+    registry = "bpr"
 
     def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01,
-                 iterations: int = 100, seed: int = 0, threads: int = 0):
+                 iterations: int = 100, seed: int = 0, threads: int = 0, fold_in_negatives: int = 512,
+                 fold_in_iterations: int = 50):
         self.factors, self.learning_rate, self.regularization = factors, learning_rate, regularization
         self.iterations, self.seed, self.threads = iterations, seed, threads
+        self.fold_in_negatives, self.fold_in_iterations = fold_in_negatives, fold_in_iterations
 
     def _build(self):
         from implicit.cpu.bpr import BayesianPersonalizedRanking
@@ -93,3 +129,58 @@ class BPR(_ImplicitMF):
         return BayesianPersonalizedRanking(factors=self.factors, learning_rate=self.learning_rate,
                                            regularization=self.regularization, iterations=self.iterations,
                                            num_threads=self.threads, random_state=self.seed)
+
+    def fit(self, train, valid=None):
+        self._fit_implicit(train)
+        counts = train.item_counts().astype(np.float64)
+        rng = np.random.default_rng(self.seed)
+        p = counts / counts.sum() if counts.sum() > 0 else None
+        self.fold_negatives_ = np.sort(rng.choice(len(counts), self.fold_in_negatives, p=p)).astype(np.int64)
+        return self
+
+    def user_vectors(self, histories, batch: int = 64):
+        y = torch.from_numpy(self.item_factors_)            # [n, f + 1]; the last column is the item bias
+        f = y.shape[1] - 1
+        neg = torch.from_numpy(self.fold_negatives_)
+        out = np.zeros((len(histories), f + 1), dtype=np.float32)
+        out[:, f] = 1.0                                      # implicit's users carry a constant 1 for the bias
+        rows = [np.unique(np.asarray(h, dtype=np.int64)) for h in histories]
+        for lo in range(0, len(rows), batch):
+            part = rows[lo:lo + batch]
+            if not any(len(r) for r in part):
+                continue
+            out[lo:lo + len(part), :f] = self._fold_in(y, neg, part, f)
+        return out
+
+    def _fold_in(self, y, neg, part, f) -> np.ndarray:
+        width = max(1, max(len(r) for r in part))
+        pos = torch.zeros(len(part), width, dtype=torch.long)
+        pos_mask = torch.zeros(len(part), width)
+        for i, r in enumerate(part):
+            pos[i, :len(r)] = torch.from_numpy(r)
+            pos_mask[i, :len(r)] = 1.0
+        # a negative that is in the history is no negative for that user
+        neg_mask = (~(neg[None, None, :] == pos[:, :, None]).logical_and(pos_mask[:, :, None] > 0).any(1)).float()
+        pair_mask = pos_mask[:, :, None] * neg_mask[:, None, :]
+        pairs = pair_mask.sum((1, 2)).clamp(min=1.0)
+        yp, yn = y[pos], y[neg]                              # [B, W, f+1], [N, f+1]
+        u = torch.zeros(len(part), f, requires_grad=True)
+        opt = torch.optim.LBFGS([u], lr=1.0, max_iter=self.fold_in_iterations, line_search_fn="strong_wolfe",
+                                tolerance_grad=1e-7, tolerance_change=1e-10, history_size=20)
+
+        def loss_fn():
+            opt.zero_grad()
+            full = torch.cat([u, torch.ones(len(part), 1)], 1)
+            sp = torch.einsum("bwf,bf->bw", yp, full)
+            sn = full @ yn.T
+            pair = torch.nn.functional.softplus(sn[:, None, :] - sp[:, :, None])  # -log sigmoid(x_ui - x_uj)
+            loss = ((pair * pair_mask).sum((1, 2)) / pairs).sum() + 0.5 * self.regularization * (u ** 2).sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(loss_fn)
+        empty = pos_mask.sum(1) == 0
+        result = u.detach().numpy().copy()
+        result[empty.numpy()] = 0.0
+        return result

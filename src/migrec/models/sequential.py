@@ -1,90 +1,37 @@
-"""Shared machinery of the causal-transformer models (SASRec and the interest model).
+"""The sequential models' estimator: a causal transformer (models.transformer) over an item
+table, trained by models.training, scored read-only.
 
-A subclass only says how to build the item table (one vector per item); this module
-owns the transformer, the full-softmax cross-entropy training loop with early stopping
-on validation NDCG@10, scoring, and saving. Item index i is row i+1 of the table;
-row 0 is padding. Sequences are right-padded: position j is the j-th event of the window,
-so with a plain causal mask no real event ever attends to padding (and the fast fused
-attention kernel applies).
+A subclass only says how to build the item table (one vector per item). f(h), the
+interest vector of a history h, is the transformer output at its newest event; an item's
+score is sim(f(h), e(i)) / temperature. Scoring reads a cached inference item table, built
+once after each change of weights or items (`weights_changed()`), under a lock, so
+several threads can score at once; `score_histories` never changes the model.
 """
 from __future__ import annotations
 
-import copy
 import logging
+import threading
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
+from . import artifact
 from .base import Recommender
+from .incremental import coerce_events
+from .training import SequenceTrainer, new_event_windows, replay_windows
+from .transformer import CausalTransformer, last_position, resolve_device, right_pad
 
 log = logging.getLogger(__name__)
-FFN_MULT = 4  # feed-forward width as a multiple of the hidden size
-
-
-class CausalTransformer(nn.Module):
-    """Pre-LN transformer over a left-padded sequence of item vectors, causal attention."""
-
-    def __init__(self, hidden: int, layers: int, heads: int, dropout: float, max_len: int):
-        super().__init__()
-        self.heads = heads
-        self.position = nn.Embedding(max_len, hidden)
-        nn.init.normal_(self.position.weight, std=0.02)
-        self.input_norm = nn.LayerNorm(hidden)  # makes training indifferent to the item table's scale
-        block = nn.TransformerEncoderLayer(hidden, heads, FFN_MULT * hidden, dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(hidden)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, L, H] right-padded item vectors -> [B, L, H] (padding outputs are junk)."""
-        length = x.shape[1]
-        h = self.dropout(self.input_norm(x + self.position.weight[:length][None]))
-        causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=x.device), 1)
-        return self.norm(self.blocks(h, mask=causal, is_causal=True))
-
-
-def right_pad(histories, max_len: int) -> np.ndarray:
-    """Last `max_len` items of each history as table indices (item+1), right-padded with 0."""
-    out = np.zeros((len(histories), max_len), dtype=np.int64)
-    for row, h in enumerate(histories):
-        h = np.asarray(h[-max_len:], dtype=np.int64)
-        out[row, :len(h)] = h + 1
-    return out
-
-
-def last_position(seq: torch.Tensor) -> torch.Tensor:
-    """Index of the newest real event in each right-padded row (0 for an empty history)."""
-    return ((seq > 0).sum(1) - 1).clamp(min=0)
-
-
-def training_windows(sequences, max_len: int) -> np.ndarray:
-    """Cut each sequence, from its newest end, into windows of max_len+1 (input + shifted target).
-
-    Long histories give several windows instead of only their last max_len events.
-    """
-    windows = []
-    for s in sequences:
-        end = len(s)
-        while end >= 2:
-            start = max(0, end - max_len - 1)
-            windows.append(s[start:end])
-            end = start + 1 if start > 0 else 0
-    return right_pad(windows, max_len + 1)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class SequentialRecommender(Recommender):
     """Causal transformer + full-softmax cross-entropy; subclasses provide the item table."""
+
+    _state_apart = ("net_", "device_")
 
     def __init__(self, hidden: int = 64, layers: int = 2, heads: int = 2, dropout: float = 0.2,
                  max_len: int = 200, epochs: int = 200, batch_size: int = 128, lr: float = 1e-3,
@@ -98,239 +45,246 @@ class SequentialRecommender(Recommender):
         self.patience, self.eval_every, self.device = patience, eval_every, device
         self.seed, self.progress, self.max_train_seconds = seed, progress, max_train_seconds
         self.bf16 = bf16  # bfloat16 autocast for training matmuls: ~25 % faster on AVX512-BF16 CPUs
-        # negatives=N: sampled softmax over the batch's targets + N uniform items, instead of the
+        # negatives=N: sampled softmax over the batch's targets + N items, instead of the
         # full softmax; needed when the catalogue is large (tens of thousands of items on CPU).
         self.negatives = negatives
         # "seen": the softmax ranges only over items with training events. An item unseen in
         # training is never a positive, so as a negative it would only be pushed down; a
         # text-based model must leave such (new) items where their text puts them.
-        if softmax_over not in ("all", "seen"):
-            raise ValueError(f"softmax_over must be 'all' or 'seen', not {softmax_over!r}")
         self.softmax_over = softmax_over
 
-    # -- subclass hooks ---------------------------------------------------------------
-    def _build_items(self, train) -> nn.Module:
-        """A module whose forward() returns the [n_items + 1, hidden] item table (row 0 = pad)."""
+    # -- subclass hooks -------------------------------------------------------------------
+    def _prepare_items(self, train) -> None:
+        """Read the item data the table needs from `train` into fitted attributes."""
+
+    def _build_items(self) -> nn.Module:
+        """A module whose forward(index=None) returns item-table rows ([n_items + 1, hidden]; row 0 = pad)."""
         raise NotImplementedError
 
-    # -- network -------------------------------------------------------------------------
-    def _build(self, train):
-        torch.manual_seed(self.seed)
-        self.net_ = nn.ModuleDict({
-            "item_table": self._build_items(train),
-            "encoder": CausalTransformer(self.hidden, self.layers, self.heads, self.dropout, self.max_len),
-        })
-        self.device_ = resolve_device(self.device)
-        self.net_.to(self.device_)
+    def _grow_items(self, item_ids: list, vectors, domains) -> None:
+        """Append rows for new items to the item table (and the fitted item data)."""
+        raise NotImplementedError
 
-    def _interest(self, seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """Per-position interest vectors for table-index sequences [B, L] -> [B, L, H]."""
-        return self.net_["encoder"](table[seq])
-
-    def _newest(self, seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """f(u): the interest vector at the newest event of each sequence -> [B, H]."""
-        out = self._interest(seq, table)
-        return out[torch.arange(len(seq), device=seq.device), last_position(seq)]
-
-    def _logits(self, interest: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        return self._similarity(interest, table[1:])
-
-    def _similarity(self, interest: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        if self.normalize:
-            interest, items = F.normalize(interest, dim=-1), F.normalize(items, dim=-1)
-        return interest @ items.T / self.temperature
-
-    # -- training ----------------------------------------------------------------------
-    def fit(self, train, valid=None):
-        self._remember(train)
-        self._build(train)
-        return self._train(train, valid)
-
-    def fine_tune(self, train, valid=None, trainable: str = "all"):
-        """Continue training the fitted network on `train` (same item universe), e.g. a target domain.
-
-        trainable: "all" (full fine-tuning), "items" (the item table only, encoder frozen) or
-        "adapter" (the text adapters only: parameter-efficient; InterestModel). The users and
-        histories become those of `train`.
-        """
-        self._check_fitted()
-        if train.n_items != len(self.item_ids_):
-            raise ValueError(f"fine_tune needs the same item universe: {train.n_items} items, "
-                             f"the model has {len(self.item_ids_)}")
-        groups = self._trainable(trainable)
-        for name, p in self.net_.named_parameters():
-            p.requires_grad_(any(name.startswith(g) for g in groups))
-        self._remember(train)
-        self._refresh_items(train, trainable)
-        try:
-            return self._train(train, valid)
-        finally:
-            for p in self.net_.parameters():
-                p.requires_grad_(True)
-
-    def partial_fit(self, new_interactions, item_vectors=None, epochs: int = 1, replay: float = 1.0,
-                    lr: float | None = None, **kw):
-        """Continue training on new events (new users/items welcome); see models.incremental."""
-        from .incremental import partial_fit_sequential
-
-        return partial_fit_sequential(self, new_interactions, item_vectors=item_vectors, epochs=epochs,
-                                      replay=replay, lr=lr, **kw)
-
-    def _trainable(self, trainable: str) -> tuple:
+    def trainable_groups(self, trainable: str) -> tuple:
+        """Parameter-name prefixes that train for `trainable` ("all" or "items"; subclasses add more)."""
         groups = {"all": ("",), "items": ("item_table.",)}
         if trainable not in groups:
             raise ValueError(f"trainable must be one of {sorted(groups)}, not {trainable!r}")
         return groups[trainable]
 
-    def _refresh_items(self, train, trainable: str) -> None:
-        """Hook: update item bookkeeping (e.g. which items have trained IDs) before fine-tuning."""
+    def _mark_seen(self, items: np.ndarray) -> None:
+        """Items that now have training events (the softmax pool; InterestModel's ID parts)."""
+        seen = self.seen_.copy()
+        seen[items] = 1.0
+        self.seen_ = seen
 
-    def _train(self, train, valid=None):
-        rng = np.random.default_rng(self.seed)
-        windows = training_windows(train.sequences, self.max_len)
-        if len(windows) == 0:
-            raise ValueError("no training sequence has 2 or more events: nothing to learn from")
-        counts = train.item_counts()
-        pool = np.flatnonzero(counts > 0) if self.softmax_over == "seen" else np.arange(len(counts))
-        self._pool = torch.from_numpy(pool + 1).to(self.device_)            # table indices negatives come from
-        self._excluded = None
-        if len(pool) < len(counts):                                          # full softmax: mask the others
-            self._excluded = torch.zeros(len(counts), device=self.device_)
-            self._excluded[np.flatnonzero(counts == 0)] = -torch.inf
-        params = [p for p in self.net_.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        best, best_state, stale, started = -1.0, None, 0, time.time()
-        self.history_ = []
-        bar = tqdm(range(1, self.epochs + 1), desc=f"fit {self.name}", disable=not self.progress, leave=False)
-        for epoch in bar:
-            loss = self._epoch(windows, opt, rng)
-            record = {"epoch": epoch, "loss": loss, "seconds": time.time() - started}
-            if valid is not None and len(valid) and epoch % self.eval_every == 0:
-                record["valid_NDCG@10"] = score = self._valid_ndcg(train, valid)
-                if score > best:
-                    best, best_state, stale = score, copy.deepcopy(self.net_.state_dict()), 0
-                else:
-                    stale += 1
-            self.history_.append(record)
-            bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
-            log.info("%s epoch %d %s", self.name, epoch, record)
-            if stale >= self.patience:
-                break
-            if self.max_train_seconds and time.time() - started > self.max_train_seconds:
-                log.warning("%s stopped by max_train_seconds after epoch %d", self.name, epoch)
-                break
-        bar.close()
-        if best_state is not None:
-            self.net_.load_state_dict(best_state)
-        self.best_valid_ndcg_ = best
-        self.net_.eval()
+    # -- network ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        torch.manual_seed(self.seed)
+        self.net_ = nn.ModuleDict({
+            "item_table": self._build_items(),
+            "transformer": CausalTransformer(self.hidden, self.layers, self.heads, self.dropout, self.max_len),
+        })
+        self.device_ = resolve_device(self.device)
+        self.net_.to(self.device_)
+        self.weights_changed()
+
+    def states(self, seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Per-position interest vectors for table-index sequences [B, L] -> [B, L, H]."""
+        return self.net_["transformer"](table[seq])
+
+    def newest(self, seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """f(h): the interest vector at the newest event of each sequence -> [B, H]."""
+        out = self.states(seq, table)
+        return out[torch.arange(len(seq), device=seq.device), last_position(seq)]
+
+    def logits(self, interest: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        return self.similarity(interest, table[1:])
+
+    def similarity(self, interest: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        if self.normalize:
+            interest, items = F.normalize(interest, dim=-1), F.normalize(items, dim=-1)
+        return interest @ items.T / self.temperature
+
+    # -- training (models.training does the work) ------------------------------------------------
+    def fit(self, train, valid=None):
+        if self.softmax_over not in ("all", "seen"):
+            raise ValueError(f"softmax_over must be 'all' or 'seen', not {self.softmax_over!r}")
+        self._summarise(train)
+        self.seen_ = (train.item_counts() > 0).astype(np.float32)
+        self._prepare_items(train)
+        self._build()
+        self.partial_history_ = []
+        return SequenceTrainer(self).fit(train, valid)
+
+    def fine_tune(self, train, valid=None, trainable: str = "all"):
+        """Continue training the fitted network on `train` (same item universe), e.g. a target domain.
+
+        trainable: "all" (full fine-tuning), "items" (the item table only, transformer frozen)
+        or "adapter" (the text adapters only: parameter-efficient; InterestModel).
+        """
+        self._check_fitted()
+        if train.n_items != len(self.item_ids_):
+            raise ValueError(f"fine_tune needs the same item universe: {train.n_items} items, "
+                             f"the model has {len(self.item_ids_)}")
+        artifact.check_encoder(self.encoder_info(), getattr(train, "encoder", None), "train.item_vectors")
+        self.trainable_groups(trainable)              # a bad name fails before anything changes
+        if trainable != "adapter":
+            self._mark_seen(np.flatnonzero(train.item_counts() > 0))
+        self.training_ = {**getattr(self, "training_", {}), "fine_tuned_events": int(train.n_interactions)}
+        return SequenceTrainer(self).fit(train, valid, trainable=trainable)
+
+    def partial_fit(self, new_interactions, histories=None, item_vectors=None, epochs: int = 1,
+                    replay: float = 1.0, lr: float | None = None, trainable: str = "all", seed: int | None = None,
+                    encoder: str | None = None):
+        """Continue training on new events; new users and new items are welcome.
+
+        new_interactions: events (user_id, item_id[, timestamp, domain]). histories: every
+        user's history *before* these events (a `migrec.data.Histories`; the caller keeps it,
+        the model does not); each new event becomes a target predicted from what came
+        before it. replay: windows drawn from `histories` per new window, so the weights do
+        not drift towards the few users of the update. Cost follows the update: only the
+        affected users' histories and the replay sample are read. item_vectors: text vectors
+        of new items ({item_id: vector} or a frame), from the encoder named `encoder`.
+        Run it on a `clone()` while the original serves, then swap.
+        """
+        self._check_fitted()
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, not {epochs}")
+        if replay < 0:
+            raise ValueError(f"replay must be >= 0, not {replay}")
+        started = time.perf_counter()
+        frame = coerce_events(new_interactions)
+        new_items = [i for i in dict.fromkeys(frame["item_id"]) if not len(self.item_index([i], "drop"))]
+        if new_items:
+            domains = None
+            if "domain" in frame.columns:
+                first = frame.drop_duplicates("item_id").set_index("item_id")["domain"].astype(str)
+                domains = [first[i] for i in new_items]
+            self.add_items(new_items, item_vectors, domains=domains, encoder=encoder)
+        codes = self.item_index(frame["item_id"])
+        sequences, n_new = [], []
+        for user, rows in frame.groupby("user_id", sort=False).indices.items():
+            before = np.zeros(0, dtype=np.int64) if histories is None else \
+                self.item_index(histories.get(user), "drop")
+            sequences.append(np.concatenate([before, codes[rows]]))
+            n_new.append(len(rows))
+        self._mark_seen(np.unique(codes))
+        # a different (reproducible) stream per update, so successive updates replay different windows
+        rng = np.random.default_rng([self.seed, len(self.partial_history_)] if seed is None else seed)
+        fresh = new_event_windows(sequences, n_new, self.max_len)
+        old = replay_windows(histories, round(replay * len(fresh)), self.max_len,
+                             lambda h: self.item_index(h, "drop"), rng)
+        windows = np.concatenate([fresh, old]) if len(old) else fresh
+        losses = SequenceTrainer(self).update(windows, epochs, lr, trainable, rng)
+        new_users = 0 if histories is None else sum(u not in histories for u in frame["user_id"].unique())
+        record = {"events": len(frame), "new_users": int(new_users) if histories is not None else None,
+                  "new_items": len(new_items), "new_windows": len(fresh), "replay_windows": len(old),
+                  "losses": losses, "seconds": time.perf_counter() - started}
+        self.partial_history_ = list(self.partial_history_) + [record]
+        log.info("%s partial_fit %s", self.name, record)
         return self
 
-    def _batches(self, windows: np.ndarray, rng) -> list:
-        """Shuffled batches of similar-length windows, each trimmed to its longest row.
+    def add_items(self, item_ids, vectors=None, domains=None, encoder: str | None = None) -> None:
+        """Add catalogue items after training; they are scorable at once (no retraining)."""
+        self._check_fitted()
+        item_ids = [str(i) for i in item_ids]
+        clash = [i for i in item_ids if len(self.item_index([i], "drop"))]
+        if clash or len(set(item_ids)) < len(item_ids):
+            raise ValueError(f"items already known or repeated: {(clash or item_ids)[:5]}")
+        self._grow_items(item_ids, vectors, domains if domains is None else [str(d) for d in domains],
+                         encoder)
+        self._set_items(list(self.item_ids_) + item_ids)
+        self.seen_ = np.concatenate([self.seen_, np.zeros(len(item_ids), np.float32)])
+        self.weights_changed()
 
-        Sorting within large shuffled pools keeps batches random while cutting the
-        padding the transformer would otherwise process (often 40 % of the slots).
-        """
-        lengths = (windows > 0).sum(1)
-        order = rng.permutation(len(windows))
-        pool = self.batch_size * 32
-        batches = []
-        for start in range(0, len(order), pool):
-            chunk = order[start:start + pool]
-            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        rng.shuffle(batches)
-        return [windows[b][:, : lengths[b].max()] for b in batches]
+    # -- read-only scoring ---------------------------------------------------------------------
+    def weights_changed(self) -> None:
+        """Drop the cached inference item table (after training steps or new items)."""
+        self._cache = None
 
-    def _epoch(self, windows: np.ndarray, opt, rng) -> float:
-        self.net_.train()
-        total, count = 0.0, 0
-        for batch in self._batches(windows, rng):
-            batch = torch.from_numpy(batch).to(self.device_)
-            seq, target = batch[:, :-1], batch[:, 1:]
-            keep = target > 0  # right padding: a real target always follows a real input
-            with torch.autocast(self.device_.type, dtype=torch.bfloat16, enabled=bool(self.bf16)):
-                if self.negatives:
-                    logits, labels = self._sampled_logits(seq, target[keep], keep, rng)
-                else:
-                    table = self.net_["item_table"]()
-                    logits, labels = self._logits(self._interest(seq, table)[keep], table), target[keep] - 1
-            logits = logits.float()
-            if self._excluded is not None and not self.negatives:
-                logits = logits + self._excluded
-            loss = F.cross_entropy(logits, labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            n = int(keep.sum())
-            total += float(loss.detach()) * n
-            count += n
-        return total / max(count, 1)
+    def _inference_table(self) -> torch.Tensor:
+        table = self.__dict__.get("_cache")
+        if table is None:
+            lock = self.__dict__.setdefault("_lock", threading.Lock())
+            with lock:
+                table = self.__dict__.get("_cache")
+                if table is None:
+                    if self.net_.training:
+                        raise RuntimeError(f"{type(self).__name__} is training: score a clone, or wait")
+                    with torch.inference_mode():
+                        table = self.net_["item_table"]()
+                    self._cache = table
+        return table
 
-    def _sampled_logits(self, seq, target, keep, rng):
-        """Logits over the batch's targets + `negatives` uniform items; only their table rows are built.
+    def score_histories(self, histories):
+        self._check_fitted()
+        table = self._inference_table()
+        with torch.inference_mode():
+            seq = torch.from_numpy(right_pad(histories, self.max_len)).to(self.device_)
+            return self.logits(self.newest(seq, table), table).float().cpu().numpy()
 
-        Table indices are item+1 (0 = padding). The adapter then runs on a few thousand
-        rows per batch instead of the whole catalogue.
-        """
-        drawn = self._pool[torch.from_numpy(rng.integers(0, len(self._pool), self.negatives)).to(seq.device)]
-        cand = torch.unique(torch.cat([target, drawn]))                  # sorted table indices
-        rows = torch.unique(torch.cat([seq.flatten(), cand]))             # everything the batch touches
-        local = self.net_["item_table"](rows)
-        interest = self.net_["encoder"](local[torch.searchsorted(rows, seq.contiguous())])[keep]
-        logits = self._similarity(interest, local[torch.searchsorted(rows, cand)])
-        return logits, torch.searchsorted(cand, target)
-
-    def _valid_ndcg(self, train, valid) -> float:
-        from ..evaluation.evaluator import evaluate
-
-        self.net_.eval()
-        return float(evaluate(self, valid, train, ks=(10,), beyond=False, segments=False).metrics["NDCG@10"])
-
-    # -- scoring -----------------------------------------------------------------------
-    @torch.no_grad()
-    def score_histories(self, users, histories):
-        self.net_.eval()
-        table = self.net_["item_table"]()
-        seq = torch.from_numpy(right_pad(histories, self.max_len)).to(self.device_)
-        return self._logits(self._newest(seq, table), table).float().cpu().numpy()
-
-    @torch.no_grad()
     def interest_vectors(self, histories) -> np.ndarray:
-        """The user interest vector f(u): the transformer output at the newest position."""
+        """The interest vector f(h) of each item-index history: the transformer output at the newest event."""
+        table = self._inference_table()
+        with torch.inference_mode():
+            seq = torch.from_numpy(right_pad(histories, self.max_len)).to(self.device_)
+            return self.newest(seq, table).float().cpu().numpy()
+
+    def score_interests(self, vectors) -> np.ndarray:
+        """Scores of every item for given interest vectors (e.g. mapped from another domain)."""
+        table = self._inference_table()
+        with torch.inference_mode():
+            vec = torch.as_tensor(np.asarray(vectors), dtype=table.dtype, device=table.device)
+            return self.logits(vec, table).float().cpu().numpy()
+
+    # -- explanation ------------------------------------------------------------------------------
+    def explain(self, history, item, steps: int = 64, catalogue: pd.DataFrame | None = None,
+                unknown: str = "raise") -> pd.DataFrame:
+        """Which events of a raw-id history drove the score of `item`.
+
+        Integrated gradients over the history's item vectors, from an all-zero history
+        (positions kept) to the real one: the attributions add up to the model's own score
+        minus the empty-history score (completeness), so they are faithful to the score
+        rather than a separate heuristic. The frame's attrs hold both scores.
+        """
+        self._check_fitted()
+        idx = self.item_index(history, unknown)[-self.max_len:]
+        target = int(self.item_index([item])[0])
+        if len(idx) == 0:
+            raise ValueError("the history is empty: there is nothing to explain from")
+        table = self._inference_table()
+        x = table[torch.as_tensor(idx + 1, device=self.device_)][None].clone()   # [1, n, H], no padding
+        alphas = (torch.arange(steps, device=self.device_) + 0.5) / steps  # midpoint rule: error O(1/steps^2)
+        with torch.enable_grad():
+            path = (alphas[:, None, None] * x).requires_grad_(True)  # [steps, n, H]
+            scores = self.logits(self.net_["transformer"](path)[:, -1], table)[:, target]
+            grads, = torch.autograd.grad(scores.sum(), path)
+        attribution = (x[0] * grads.mean(0)).sum(-1).detach().cpu().numpy()
+        with torch.inference_mode():
+            zero = float(self.logits(self.net_["transformer"](torch.zeros_like(x))[:, -1], table)[0, target])
+            full = float(self.logits(self.net_["transformer"](x)[:, -1], table)[0, target])
+        items = self.item_ids_[idx]
+        frame = pd.DataFrame({"position": np.arange(len(idx)) - len(idx), "item_id": items,
+                              "attribution": attribution})
+        if catalogue is not None:
+            frame["title"] = catalogue.set_index("item_id").reindex(items)["title"].to_numpy()
+        frame.attrs.update(score=full, baseline_score=zero, item_id=str(item))
+        return frame.sort_values("attribution", ascending=False, key=abs).reset_index(drop=True)
+
+    # -- persistence: weights as arrays, nothing pickled ----------------------------------------
+    def _state(self):
+        state, arrays, children = super()._state()
+        arrays.update({f"net.{k}": v.detach().cpu().float().numpy() if v.is_floating_point() else v.cpu().numpy()
+                       for k, v in self.net_.state_dict().items()})
+        return state, arrays, children
+
+    def _restore(self, state, arrays, children):
+        net = {k[len("net."):]: arrays.pop(k) for k in list(arrays) if k.startswith("net.")}
+        super()._restore(state, arrays, children)
+        self._build()
+        current = self.net_.state_dict()
+        self.net_.load_state_dict({k: torch.from_numpy(np.asarray(v)).to(current[k].dtype) for k, v in net.items()})
         self.net_.eval()
-        seq = torch.from_numpy(right_pad(histories, self.max_len)).to(self.device_)
-        return self._newest(seq, self.net_["item_table"]()).cpu().numpy()
+        self.weights_changed()
 
-    # -- persistence: torch state dict + plain arrays ------------------------------------
-    def _extra_state(self) -> dict:
-        return {}
-
-    def _save_state(self, path):
-        torch.save({
-            "net": {k: v.cpu() for k, v in self.net_.state_dict().items()},
-            "user_ids": self.user_ids_, "item_ids": self.item_ids_, "histories": self.histories_,
-            "history": self.history_, "best_valid_ndcg": self.best_valid_ndcg_, **self._extra_state(),
-        }, path / "state.pt")
-
-    def _load_state(self, path):
-        state = torch.load(path / "state.pt", weights_only=False, map_location="cpu")
-        self.user_ids_, self.item_ids_, self.histories_ = state["user_ids"], state["item_ids"], state["histories"]
-        self.history_, self.best_valid_ndcg_ = state["history"], state["best_valid_ndcg"]
-        self._restore_extra(state)
-        self._build(self._shape_for_load(state))
-        self.net_.load_state_dict(state["net"])
-        self.net_.eval()
-
-    def _restore_extra(self, state: dict) -> None:
-        pass
-
-    def _shape_for_load(self, state):
-        """An object with what _build_items needs (n_items, ...) when rebuilding from disk."""
-        return _Shape(n_items=len(state["item_ids"]))
-
-
-class _Shape:
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
