@@ -28,7 +28,7 @@ from _report import RESULTS, read, write_json, write_results_md  # noqa: E402
 from migrec import pipeline  # noqa: E402
 from migrec.data.schema import TIME  # noqa: E402
 from migrec.evaluation import PeakMemory, machine_description  # noqa: E402
-from migrec.evaluation.replay import STRATEGIES, _Log, fit_until, replay_evaluate  # noqa: E402
+from migrec.evaluation.replay import STRATEGIES, EventLog, fit_until, replay_evaluate  # noqa: E402
 from migrec.models.base import Recommender  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -54,7 +54,7 @@ def initial_model(name, make, dataset, start, vectors, dataset_name):
         model.name = name
         return model, json.loads((path / "fit.json").read_text())
     with PeakMemory() as pm:
-        model = fit_until(make, _Log(dataset), start, vectors)
+        model = fit_until(make, EventLog(dataset), start, vectors)
     model.save(path)
     fit = {"seconds": pm.seconds, "peak_mb": pm.peak_mb}
     (path / "fit.json").write_text(json.dumps(fit))

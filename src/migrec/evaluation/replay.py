@@ -6,17 +6,17 @@ targets (full ranking over the catalogue, history excluded, as in `evaluator.eva
 Then the step's events are observed and the model is updated by its strategy:
 
     no-update      weights frozen after the first fit; histories still grow
-    incremental    model.partial_fit(step events): seconds, not a refit
+    incremental    model.partial_fit(step events, histories=<every history before the step>):
+                   seconds, not a refit
     full-retrain   a fresh model fitted on every event before the next step
                    (every `retrain_every` steps; frozen in between)
 
-Scoring reads each user's history from the replay itself, so the strategies see the
-same inputs; the model's user index is passed where it knows the user (models that
-score from the history - sequential, ALS, popularity, ItemKNN - do not use it).
+Models hold no user data: the replay keeps every user's history itself (a
+`migrec.data.Histories`, raw ids and timestamps) and hands it to the model, so the
+strategies score exactly the same inputs.
 """
 from __future__ import annotations
 
-import copy
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..data.histories import Histories
 from ..data.schema import ITEM, TIME, USER, Dataset
 from ..data.split import EvalSet, TrainSet
 from .evaluator import evaluate
@@ -64,7 +65,7 @@ def time_steps(start: float, end: float, period: float) -> list:
     return [(float(a), float(b)) for a, b in itertools.pairwise(edges)]
 
 
-class _Log:
+class EventLog:
     """The log coded once against the catalogue, in global time order."""
 
     def __init__(self, dataset: Dataset):
@@ -77,9 +78,17 @@ class _Log:
         self.frame[USER] = self.frame[USER].astype(str)
         self.frame[ITEM] = self.frame[ITEM].astype(str)
         self.item_ids = dataset.catalogue[ITEM].astype(str).to_numpy(dtype=object)
-        self.items = pd.Index(self.item_ids).get_indexer(self.frame[ITEM]).astype(np.int64)
+        self._codes = pd.Index(self.item_ids)
+        self.items = self.codes(self.frame[ITEM])
         self.times = self.frame[TIME].to_numpy(dtype=np.float64)
         self.catalogue = dataset.catalogue.reset_index(drop=True)
+
+    def codes(self, items) -> np.ndarray:
+        """Catalogue indices of raw item ids."""
+        codes = self._codes.get_indexer(np.asarray(items, dtype=object)).astype(np.int64)
+        if (codes < 0).any():
+            raise ValueError(f"events of items not in the catalogue: {list(np.asarray(items)[codes < 0][:5])}")
+        return codes
 
     def trainset(self, before: float, item_vectors=None, hold_out_last: bool = False):
         """TrainSet of the events before `before`; with hold_out_last, the last event of each
@@ -94,21 +103,23 @@ class _Log:
         if hold_out_last:
             held = np.flatnonzero([len(s) >= 3 for s in seqs])
             valid = EvalSet(held, [seqs[u][:-1] for u in held], [seqs[u][-1:] for u in held])
-            full = seqs
             seqs = [s[:-1] if len(s) >= 3 else s for s in seqs]
             times = [t[:-1] if len(t) >= 3 else t for t in times]
         train = TrainSet(user_ids.astype(object), self.item_ids, seqs, self.catalogue, timestamps=times,
                          item_vectors=item_vectors)
-        return train, valid, (full if hold_out_last else seqs)
+        return train, valid
+
+    def histories(self, before: float) -> Histories:
+        """Every user's events before `before` (raw ids, timestamps), in time order."""
+        return Histories.from_frame(self.frame[self.times < before])
 
 
-def fit_until(make_model, log: _Log, before: float, item_vectors=None):
-    """A fresh model fitted on the events before `before` (last event per user held out for
-    early stopping), answering afterwards from the full histories."""
-    train, valid, full = log.trainset(before, item_vectors, hold_out_last=True)
+def fit_until(make_model, log: EventLog, before: float, item_vectors=None):
+    """A fresh model fitted on the events before `before` (last event per user with 3+ events
+    held out for early stopping). The model holds no histories: the caller keeps them."""
+    train, valid = log.trainset(before, item_vectors, hold_out_last=True)
     model = make_model()
     model.fit(train, valid if valid is not None and len(valid) else None)
-    model.histories_ = [np.asarray(h, dtype=np.int64) for h in full]
     return model
 
 
@@ -119,14 +130,17 @@ def replay_evaluate(dataset: Dataset, make_model, start: float, period: float = 
     """Replay `dataset` from time `start` in steps of `period` seconds; {strategy: ReplayResult}.
 
     make_model(): a fresh unfitted model. item_vectors: catalogue text vectors (text models).
-    initial: an already fitted model on the events before `start` (else one is fitted).
+    initial: an already fitted model on the events before `start` (else one is fitted); it
+    is not changed (every strategy runs on its own `clone()`).
+    partial_fit_kw: extra arguments of the incremental strategy's `model.partial_fit(events,
+    histories=..., **partial_fit_kw)` (e.g. epochs, replay).
     """
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise ValueError(f"unknown strategies {unknown}; choose from {list(STRATEGIES)}")
     if retrain_every < 1:
         raise ValueError(f"retrain_every must be >= 1, not {retrain_every}")
-    log = _Log(dataset)
+    log = EventLog(dataset)
     if not (log.times < start).any():
         raise ValueError("no event before the start time: nothing to train on")
     steps = time_steps(start, float(log.times.max()), period)[:max_steps]
@@ -135,18 +149,15 @@ def replay_evaluate(dataset: Dataset, make_model, start: float, period: float = 
     t0 = time.perf_counter()
     base = initial if initial is not None else fit_until(make_model, log, start, item_vectors)
     fit_seconds = time.perf_counter() - t0
-    models = {s: (base if k == 0 else copy.deepcopy(base)) for k, s in enumerate(strategies)}
+    # the first strategy may use a model fitted here; an `initial` model stays the caller's
+    models = {s: (base if k == 0 and initial is None else base.clone()) for k, s in enumerate(strategies)}
     results = {s: ReplayResult(s, fit_seconds=fit_seconds) for s in strategies}
-
-    history = {}                       # raw user id -> item indices observed so far (replay's own record)
-    before = log.times < start
-    for user, item in zip(log.frame[USER].to_numpy()[before], log.items[before]):
-        history.setdefault(user, []).append(item)
+    history = log.histories(start)     # the replay's own record of every user's events so far
 
     for number, (lo, hi) in enumerate(steps, start=1):
         sel = (log.times >= lo) & (log.times < hi)
         events = log.frame[sel]
-        cases = _cases(events[USER].to_numpy(), log.items[sel], history)
+        cases = _cases(events[USER].to_numpy(), log.items[sel], history, log)
         for strategy in strategies:
             model = models[strategy]
             metrics = _score(model, cases, universe, ks) if cases else {}
@@ -154,7 +165,8 @@ def replay_evaluate(dataset: Dataset, make_model, start: float, period: float = 
             if len(events) and number < len(steps):       # the last step's update would never be used
                 t = time.perf_counter()
                 if strategy == "incremental":
-                    model.partial_fit(events, item_vectors=None, **(partial_fit_kw or {}))
+                    # `history` still ends before this step: each new event is predicted from what came before
+                    model.partial_fit(events, histories=history, **(partial_fit_kw or {}))
                     update = time.perf_counter() - t
                 elif strategy == "full-retrain" and number % retrain_every == 0:
                     models[strategy] = fit_until(make_model, log, hi, item_vectors)
@@ -162,25 +174,24 @@ def replay_evaluate(dataset: Dataset, make_model, start: float, period: float = 
             results[strategy].steps.append({
                 "step": number, "start": lo, "end": hi, "events": int(sel.sum()),
                 "cases": len(cases[0]) if cases else 0, "metrics": metrics, "update_seconds": update})
-        for user, item in zip(events[USER].to_numpy(), log.items[sel]):
-            history.setdefault(user, []).append(item)
+        history.extend(events)
     return results
 
 
-def _cases(users, items, history):
-    """Users active in the step with prior history: (raw ids, histories, unique step items)."""
+def _cases(users, items, history: Histories, log: EventLog):
+    """Users active in the step with prior history: (raw ids, item-index histories, unique step items)."""
     step = {}
     for user, item in zip(users, items):
         step.setdefault(user, []).append(item)
-    raw = [u for u in step if history.get(u)]
+    raw = [u for u in step if len(history.get(u))]
     if not raw:
         return None
-    return raw, [np.asarray(history[u], dtype=np.int64) for u in raw], [np.unique(step[u]) for u in raw]
+    return raw, [log.codes(history[u]) for u in raw], [np.unique(step[u]) for u in raw]
 
 
 def _score(model, cases, universe: TrainSet, ks) -> dict:
     raw, hists, targets = cases
-    index = getattr(model, "_uindex", None) or {}
-    users = np.asarray([index.get(u, 0) for u in raw], dtype=np.int64)
-    result = evaluate(model, EvalSet(users, hists, targets), universe, ks=ks, beyond=False, segments=False)
+    # models score histories, not users: EvalSet's users are only case positions here
+    cases = EvalSet(np.arange(len(raw), dtype=np.int64), hists, targets)
+    result = evaluate(model, cases, universe, ks=ks, beyond=False, segments=False)
     return {k: float(v) for k, v in result.metrics.items() if k.split("@")[0] in ("NDCG", "HR", "Recall")}
