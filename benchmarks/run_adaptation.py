@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import RESULTS, read, write_json, write_results_md  # noqa: E402
 from migrec import pipeline  # noqa: E402
 from migrec.data.schema import TIME, USER  # noqa: E402
+from migrec.data.split import EvalSet  # noqa: E402
 from migrec.drift.adaptation import AdaptiveBlend  # noqa: E402
 from migrec.drift.detection import MigrationDetector  # noqa: E402
 from migrec.evaluation import PeakMemory, evaluate, machine_description  # noqa: E402
@@ -71,19 +72,27 @@ def subset_metrics(ranks: np.ndarray, mask: np.ndarray, suffix: str) -> dict:
     return {f"NDCG@10:{suffix}": float(m["NDCG@10"]), f"HR@10:{suffix}": float(m["HR@10"])}
 
 
+class AtTimes:
+    """One batch's scorer for `evaluate`: the blend's score_context at the batch's request times."""
+
+    def __init__(self, blend, times, now):
+        self.blend, self.times, self.now = blend, times, now
+
+    def score_histories(self, histories):
+        return self.blend.score_context(histories, self.times, self.now)
+
+
 def context_ranks(blend, evalset, times, which: int, train) -> tuple[dict, np.ndarray]:
     """Rank targets with the hour-of-day context: `which` = -1 (test) or -2 (valid) event time."""
-    from migrec.evaluation.evaluator import _mask
-
-    ranks = []
+    rows = []
     for lo in range(0, len(evalset), 512):
-        users = evalset.users[lo:lo + 512]
-        hists, targs = evalset.histories[lo:lo + 512], evalset.targets[lo:lo + 512]
-        t_hist = [times[u][:len(h)] for u, h in zip(users, hists)]
-        now = np.asarray([times[u][which] for u in users])
-        s = blend.score_context(users, hists, t_hist, now)
-        ranks.append(M.target_ranks(_mask(s, hists, targs), targs))
-    ranks = M.pad_ranks([r for block in ranks for r in block])
+        batch = EvalSet(evalset.users[lo:lo + 512], evalset.histories[lo:lo + 512], evalset.targets[lo:lo + 512])
+        t_hist = [times[u][:len(h)] for u, h in zip(batch.users, batch.histories)]
+        now = np.asarray([times[u][which] for u in batch.users])
+        res = evaluate(AtTimes(blend, t_hist, now), batch, train, ks=(10,), batch_size=len(batch), beyond=False,
+                       segments=False)
+        rows.extend(r[np.isfinite(r)] for r in res.per_user["ranks"])
+    ranks = M.pad_ranks(rows)
     m = M.accuracy_metrics(ranks, (10,))
     return {"NDCG@10": float(m["NDCG@10"]), "HR@10": float(m["HR@10"])}, ranks
 
@@ -110,17 +119,16 @@ def run_dataset(name: str, args, command: str) -> list:
         base_m, base_r = scores_of(base, test, train)
         blend_m, blend_r = scores_of(blend, test, train)
         # the control: the same blend with one fixed recency weight, no detector
-        fixed = AdaptiveBlend(base, short=args.short, refit_base=False, adaptive=False,
-                              detector=blend.detector).fit(train, valid)
+        fixed = AdaptiveBlend(base, short=args.short, refit_base=False, adaptive=False).fit(train, valid)
         fixed_m, fixed_r = scores_of(fixed, test, train)
         # context weight by validation NDCG@10, the blend weights fixed as tuned
         best_cw, best = 0.0, -1.0
         for cw in CONTEXT_WEIGHTS:
-            blend.context_weight = cw
+            blend.set_params(context_weight=cw)
             v, _ = context_ranks(blend, valid, times, -2, train)
             if v["NDCG@10"] > best + 1e-9:
                 best_cw, best = cw, v["NDCG@10"]
-        blend.context_weight = best_cw
+        blend.set_params(context_weight=best_cw)
         ctx_m, ctx_r = context_ranks(blend, test, times, -1, train)
         n_after = int(migrated.sum())
         common = {"peak_rss_mb": pm.peak_mb, "n_test": len(test), "n_after_migration": n_after}
