@@ -12,23 +12,25 @@ only contend with each other.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
+from migrec.data import Histories
 from migrec.data.schema import Dataset, make_catalogue, make_interactions
 from migrec.data.split import leave_one_out
 from migrec.encoders import HashingEncoder, encode_catalogue
 from migrec.evaluation import evaluate
+from migrec.models.artifact import ArtifactError
 from migrec.models.base import Recommender
 from migrec.models.interest import InterestModel
 from migrec.models.itemknn import ItemKNN
 from migrec.models.matrix_factorization import ALS, BPR
 from migrec.models.popularity import Popularity
 from migrec.models.sasrec import SASRec
+from migrec.registry import load_model
 
 N_ITEMS = 40
 N_USERS = 40
@@ -131,7 +133,13 @@ def raw_history(split, u):
     return set(split.train.item_ids[split.train.sequences[u]])
 
 
-# -- the contract, for every model -----------------------------------------------------------
+def raw_histories(split, users=None):
+    """Raw-id training histories, one list per user (all users by default)."""
+    users = range(split.train.n_users) if users is None else users
+    return [list(split.train.item_ids[split.train.sequences[u]]) for u in users]
+
+
+# -- the raw-id answers, for every model (tests/test_contract.py checks the rest of the contract) --
 @pytest.mark.parametrize("name", list(MODELS))
 def test_fit_returns_self(fitted, name):
     model, returned = fitted(name)
@@ -142,39 +150,40 @@ def test_fit_returns_self(fitted, name):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_recommend_gives_k_ids_with_descending_scores(fitted, cycle, name):
     model, _ = fitted(name)
-    users = cycle.train.user_ids
-    ids, scores = model.recommend(users, k=7)
-    assert ids.shape == scores.shape == (len(users), 7)
+    hists = raw_histories(cycle)
+    ids, scores = model.recommend_histories(hists, k=7)
+    assert ids.shape == scores.shape == (len(hists), 7)
     catalogue = set(cycle.train.item_ids)
-    for row, user in enumerate(users):
+    full = model.score(hists, list(cycle.train.item_ids))   # the same batch (BPR: see test_contract)
+    for row, h in enumerate(hists):
         assert set(ids[row]) <= catalogue
         assert len(set(ids[row])) == 7                      # no duplicates
         assert np.all(np.diff(scores[row]) <= 0)            # best first
         assert np.all(np.isfinite(scores[row]))
         # the returned scores are the model's own scores of those items
-        np.testing.assert_allclose(scores[row], model.score([user], list(ids[row]))[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(scores[row], full[row, model.item_index(ids[row])], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_exclude_seen(fitted, cycle, name):
     model, _ = fitted(name)
-    users = cycle.train.user_ids
-    ids, _ = model.recommend(users, k=10, exclude_seen=True)
-    for u, user in enumerate(users):
-        assert not set(ids[u]) & raw_history(cycle, u), user
+    hists = raw_histories(cycle)
+    ids, _ = model.recommend_histories(hists, k=10, exclude_seen=True)
+    for u in range(len(hists)):
+        assert not set(ids[u]) & raw_history(cycle, u), u
     # exactly the unseen items when k is their number
     for u in (0, 5):
         n_unseen = N_ITEMS - len(raw_history(cycle, u))
-        ids, scores = model.recommend([users[u]], k=n_unseen, exclude_seen=True)
-        assert set(ids[0]) == set(cycle.train.item_ids) - raw_history(cycle, u)
+        ids, scores = model.recommend_history(hists[u], k=n_unseen, exclude_seen=True)
+        assert set(ids) == set(cycle.train.item_ids) - raw_history(cycle, u)
         assert np.all(np.isfinite(scores))
 
     # exclude_seen=False: plain top-k of the raw scores, seen items included
     k = N_ITEMS - 5
-    ids, scores = model.recommend(users, k=k, exclude_seen=False)
-    raw = model.score(users, list(cycle.train.item_ids))
+    ids, scores = model.recommend_histories(hists, k=k, exclude_seen=False)
+    raw = model.score(hists, list(cycle.train.item_ids))
     overlap = 0
-    for u in range(len(users)):
+    for u in range(len(hists)):
         assert np.all(np.isfinite(scores[u]))               # nothing was masked
         np.testing.assert_allclose(scores[u], np.sort(raw[u])[::-1][:k], rtol=1e-5, atol=1e-5)
         overlap += len(set(ids[u]) & raw_history(cycle, u))
@@ -187,10 +196,10 @@ def test_score_agrees_with_score_histories(fitted, cycle, name):
     rng = np.random.default_rng(3)
     users = rng.choice(N_USERS, size=6, replace=False)
     items = rng.permutation(N_ITEMS)[:15]
-    full = model.score_histories(users, [cycle.train.sequences[u] for u in users])
+    full = model.score_histories([cycle.train.sequences[u] for u in users])
     assert full.shape == (len(users), N_ITEMS)
     assert full.dtype == np.float32
-    got = model.score(cycle.train.user_ids[users], cycle.train.item_ids[items])
+    got = model.score(raw_histories(cycle, users), cycle.train.item_ids[items])
     assert got.shape == (len(users), len(items))
     np.testing.assert_allclose(got, full[:, items], rtol=1e-5, atol=1e-5)
 
@@ -199,61 +208,93 @@ def test_score_agrees_with_score_histories(fitted, cycle, name):
 def test_save_load_round_trip(fitted, cycle, tmp_path, name):
     model, _ = fitted(name)
     model.save(tmp_path / name)
-    loaded = Recommender.load(tmp_path / name)
+    loaded = load_model(tmp_path / name)
     assert type(loaded) is type(model)
     assert loaded.get_params() == model.get_params()
-    users, items = list(cycle.train.user_ids), list(cycle.train.item_ids)
-    np.testing.assert_allclose(loaded.score(users, items), model.score(users, items), rtol=1e-6, atol=1e-6)
-    np.testing.assert_array_equal(loaded.recommend(users, k=5)[0], model.recommend(users, k=5)[0])
+    hists, items = raw_histories(cycle), list(cycle.train.item_ids)
+    np.testing.assert_allclose(loaded.score(hists, items), model.score(hists, items), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(loaded.recommend_histories(hists, k=5)[0], model.recommend_histories(hists, k=5)[0])
     assert type(model).load(tmp_path / name).get_params() == model.get_params()   # via its own class too
 
 
 def test_load_refuses_another_class(fitted, tmp_path):
     model, _ = fitted("popularity")
     model.save(tmp_path / "pop")
-    with pytest.raises(TypeError):
+    with pytest.raises(ArtifactError, match="not a SASRec"):
         SASRec.load(tmp_path / "pop")
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_observe_extends_history(fitted, cycle, tmp_path, name):
+def test_a_new_event_changes_the_answer_not_the_model(fitted, cycle, name):
+    """The caller's Histories grows; the model scores the longer history and stays as it was."""
     model, _ = fitted(name)
-    model.save(tmp_path / name)
-    clone = Recommender.load(tmp_path / name)   # observe mutates: work on a copy
+    hist = Histories.from_sequences(cycle.train.user_ids, cycle.train.item_ids, cycle.train.sequences)
     u = 5
     user = cycle.train.user_ids[u]
     history = cycle.train.sequences[u]
-    nxt = (history[-1] + 1) % N_ITEMS
-    clone.observe(user, [cycle.train.item_ids[nxt]])
-    np.testing.assert_array_equal(clone.histories_[u], np.append(history, nxt))
-    np.testing.assert_allclose(clone.score([user], list(cycle.train.item_ids))[0],
-                               clone.score_histories(np.array([u]), [np.append(history, nxt)])[0], rtol=1e-5, atol=1e-5)
-    assert cycle.train.item_ids[nxt] not in clone.recommend([user], k=10)[0][0]
-    np.testing.assert_array_equal(model.histories_[u], history)    # the original is untouched
+    nxt = cycle.train.item_ids[(history[-1] + 1) % N_ITEMS]
+    before = model.score([hist[user]], list(cycle.train.item_ids))[0]
+    hist.append(user, [nxt])
+    assert hist[user][-1] == nxt and len(hist[user]) == len(history) + 1
+    after = model.score([hist[user]], list(cycle.train.item_ids))[0]
+    np.testing.assert_allclose(after, model.score_histories([np.append(history, model.item_index(nxt))])[0],
+                               rtol=1e-5, atol=1e-5)
+    assert nxt not in model.recommend_history(hist[user], k=10)[0]
+    if name != "popularity":
+        assert np.abs(after - before).max() > 1e-4
+    np.testing.assert_allclose(model.score([list(cycle.train.item_ids[history])], list(cycle.train.item_ids))[0],
+                               before, rtol=1e-6, atol=1e-6)   # the old history still scores as before
 
 
 def test_unknown_user_and_unfitted_model(fitted):
     model, _ = fitted("popularity")
-    with pytest.raises(KeyError):
-        model.recommend(["nobody"])
-    with pytest.raises(KeyError):
-        model.score(["u00"], ["no-such-item"])
+    hist = Histories.from_sequences(["u00"], ["i00"], [np.array([0])])
+    with pytest.raises(KeyError, match="nobody"):
+        hist["nobody"]
+    ids, _ = model.recommend_history(hist.get("nobody"), k=3)   # an unknown user is an empty history
+    assert len(ids) == 3
+    with pytest.raises(KeyError, match="no-such-item"):
+        model.score([["i00"]], ["no-such-item"])
     with pytest.raises(RuntimeError, match="not fitted"):
-        SASRec(**SMALL).recommend(["u00"])
+        SASRec(**SMALL).recommend_history(["i00"])
 
 
 def test_als_user_step_matches_implicit(fitted, cycle):
-    """ALS re-solves the user factors from a history; implicit's exact solver must agree."""
+    """ALS folds the user factors in from a history; implicit's exact solver must agree."""
     from implicit.cpu.als import AlternatingLeastSquares
 
     model, _ = fitted("als")
     reference = AlternatingLeastSquares(factors=model.factors, regularization=model.regularization, alpha=1.0)
-    reference.user_factors, reference.item_factors = model.user_factors_.copy(), model.item_factors_.copy()
+    reference.item_factors = model.item_factors_.copy()
     csr = cycle.train.csr(binary=True)
     for u in (0, 7, 20):
-        ours = model._user_vectors(np.array([u]), [cycle.train.sequences[u]])[0]
+        ours = model.user_vectors([cycle.train.sequences[u]])[0]
         theirs = reference.recalculate_user(u, csr[u] * model.alpha)
         np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4)
+
+
+def test_bpr_fold_in_matches_implicits_user_factors(cycle):
+    """BPR keeps no user factors: a training user's own history, folded in, scores the items
+    as implicit's fitted user factor does (same seed -> the same item factors)."""
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+    from scipy.stats import pearsonr, spearmanr
+
+    model = BPR(factors=8, iterations=100, threads=1).fit(cycle.train)
+    reference = BayesianPersonalizedRanking(factors=8, learning_rate=model.learning_rate,
+                                            regularization=model.regularization, iterations=100, num_threads=1,
+                                            random_state=model.seed)
+    reference.fit(cycle.train.csr(binary=True), show_progress=False)
+    np.testing.assert_allclose(model.item_factors_, reference.item_factors, rtol=1e-6, atol=1e-6)
+    ours = model.score_histories(list(cycle.train.sequences))
+    theirs = reference.user_factors @ reference.item_factors.T
+    spearman = np.mean([spearmanr(a, b)[0] for a, b in zip(ours, theirs)])
+    pearson = np.mean([pearsonr(a, b)[0] for a, b in zip(ours, theirs)])
+    top10 = np.mean([len(set(np.argsort(-a)[:10]) & set(np.argsort(-b)[:10])) / 10 for a, b in zip(ours, theirs)])
+    # measured: spearman 0.97, pearson 0.99, top-10 overlap 0.98
+    assert spearman > 0.9 and pearson > 0.95 and top10 > 0.85, (spearman, pearson, top10)
+    # ... and it is the user's own vector that matches, not any vector
+    other = np.mean([spearmanr(a, b)[0] for a, b in zip(ours, np.roll(theirs, 7, axis=0))])
+    assert other < spearman - 0.3, (other, spearman)
 
 
 def test_itemknn_scores_are_sums_of_neighbour_similarities(fitted, cycle):
@@ -263,7 +304,7 @@ def test_itemknn_scores_are_sums_of_neighbour_similarities(fitted, cycle):
     assert (sim > 0).sum(1).max() <= 20                     # at most `neighbors` per item
     h = cycle.train.sequences[3]
     expected = sim[np.unique(h)].sum(0)
-    np.testing.assert_allclose(model.score_histories(np.array([3]), [np.concatenate([h, h])])[0], expected,
+    np.testing.assert_allclose(model.score_histories([np.concatenate([h, h])])[0], expected,
                                rtol=1e-5, atol=1e-6)        # a repeated item counts once
 
 
@@ -300,8 +341,8 @@ def test_early_stopping_with_patience_one(cycle):
     best_epoch = int(np.argmax(curve)) + 1
     assert best_epoch < len(curve)
     short = SASRec(epochs=best_epoch, patience=1, **SMALL).fit(cycle.train)
-    users, items = list(cycle.train.user_ids), list(cycle.train.item_ids)
-    np.testing.assert_allclose(model.score(users, items), short.score(users, items), rtol=1e-5, atol=1e-5)
+    hists, items = raw_histories(cycle), list(cycle.train.item_ids)
+    np.testing.assert_allclose(model.score(hists, items), short.score(hists, items), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", SEQUENTIAL)
@@ -338,6 +379,13 @@ def topic_users(topic):
     return [f"u{u:02d}" for u in range(0 if topic == "jazz" else 1, N_USERS, 2)]
 
 
+@pytest.fixture(scope="module")
+def topic_hists(topics):
+    """topic -> the raw-id training histories of that topic's fans."""
+    h = Histories.from_sequences(topics.train.user_ids, topics.train.item_ids, topics.train.sequences)
+    return {topic: [list(h[u]) for u in topic_users(topic)] for topic in TOPIC_WORDS}
+
+
 def item_rows(model):
     """(item table, the same table from the text adapter alone); row i+1 is item index i."""
     module = model.net_["item_table"]
@@ -353,9 +401,9 @@ def test_cold_items_really_have_no_training_events(topics):
 
 
 @pytest.mark.parametrize("use_id", [False, True])
-def test_cold_item_is_scored_from_text_and_recommended(topic_models, use_id):
+def test_cold_item_is_scored_from_text_and_recommended(topic_models, topic_hists, use_id):
     model = topic_models[use_id]
-    jazz, rock = topic_users("jazz"), topic_users("rock")
+    jazz, rock = topic_hists["jazz"], topic_hists["rock"]
     cold = "jazz_cold0"
     c = model.item_index(cold)
     assert model.seen_[c] == 0
@@ -374,15 +422,15 @@ def test_cold_item_is_scored_from_text_and_recommended(topic_models, use_id):
     everything = model.score(jazz, list(model.item_ids_))
     rock_items = [model.item_index(i) for i in model.item_ids_ if i.startswith("rock")]
     assert np.mean(everything[:, c] > everything[:, rock_items].max(1)) >= 0.8
-    ids, _ = model.recommend(jazz, k=10)
+    ids, _ = model.recommend_histories(jazz, k=10)
     hits = np.mean([cold in row for row in ids])
     assert hits >= 0.8, hits
 
 
 @pytest.mark.parametrize("use_id", [False, True])
-def test_add_items_after_training(topic_models, tmp_path, use_id):
-    model = copy.deepcopy(topic_models[use_id])
-    jazz = topic_users("jazz")
+def test_add_items_after_training(topic_models, topic_hists, tmp_path, use_id):
+    model = topic_models[use_id].clone()
+    jazz = topic_hists["jazz"]
     all_items = list(model.item_ids_)
     before = model.score(jazz, all_items)
     n = len(all_items)
@@ -394,14 +442,15 @@ def test_add_items_after_training(topic_models, tmp_path, use_id):
     assert model.seen_[-1] == 0
     table, text_only = item_rows(model)
     torch.testing.assert_close(table[n + 1], text_only[n + 1], rtol=1e-6, atol=1e-6)   # no ID part
-    full = model.score_histories(np.arange(2), [model.histories_[0], model.histories_[1]])
+    full = model.score_histories([model.item_index(jazz[0]), model.item_index(jazz[1])])
     assert full.shape == (2, n + 1)
     # the learnt weights are untouched: old items keep their scores
     np.testing.assert_allclose(model.score(jazz, all_items), before, rtol=1e-5, atol=1e-5)
     new = model.score(jazz, ["jazz_added"])[:, 0]
     assert np.all(np.isfinite(new))
-    ids, _ = model.recommend(jazz, k=10)
+    ids, _ = model.recommend_histories(jazz, k=10)
     assert np.mean(["jazz_added" in row for row in ids]) >= 0.8
+    assert topic_models[use_id].n_items == n                    # the clone grew, the original did not
 
     with pytest.raises(ValueError, match="already known"):
         model.add_items(["jazz0"], vector)
@@ -410,7 +459,7 @@ def test_add_items_after_training(topic_models, tmp_path, use_id):
     assert len(model.item_ids_) == n + 1                        # a refused add changes nothing
 
     model.save(tmp_path / "grown")                              # the grown model saves and loads
-    loaded = Recommender.load(tmp_path / "grown")
+    loaded = load_model(tmp_path / "grown")
     items = all_items + ["jazz_added"]
     np.testing.assert_allclose(loaded.score(jazz, items), model.score(jazz, items), rtol=1e-6, atol=1e-6)
     loaded.add_items(["jazz_added2"], vector)                   # and can grow again after loading
@@ -424,9 +473,9 @@ def test_add_items_after_training(topic_models, tmp_path, use_id):
 @pytest.mark.parametrize("u", [0, 10])    # user 0 has more than max_len events, user 10 fewer
 def test_explain_is_complete_and_faithful(fitted, cycle, name, u):
     model, _ = fitted(name)
-    user = cycle.train.user_ids[u]
-    item = model.recommend([user], k=1)[0][0, 0]
-    frame = model.explain(user, item, steps=256, catalogue=cycle.train.catalogue)
+    raw = raw_histories(cycle, [u])[0]
+    item = model.recommend_history(raw, k=1)[0][0]
+    frame = model.explain(raw, item, steps=256, catalogue=cycle.train.catalogue)
     history = cycle.train.sequences[u][-model.max_len:]
     assert len(frame) == min(len(cycle.train.sequences[u]), model.max_len)
     if u < N_LONG:
@@ -439,8 +488,8 @@ def test_explain_is_complete_and_faithful(fitted, cycle, name, u):
     assert np.all(np.diff(frame["attribution"].abs().to_numpy()) <= 0)    # largest effect first
 
     score, baseline = frame.attrs["score"], frame.attrs["baseline_score"]
-    assert frame.attrs["item_id"] == item and frame.attrs["user_id"] == user
-    assert score == pytest.approx(float(model.score([user], [item])[0, 0]), abs=1e-4)
+    assert frame.attrs["item_id"] == item and "user_id" not in frame.attrs
+    assert score == pytest.approx(float(model.score([raw], [item])[0, 0]), abs=1e-4)
     gap = score - baseline
     assert abs(gap) > 1e-3
     assert abs(frame["attribution"].sum() - gap) <= 0.02 * abs(gap)
@@ -449,17 +498,24 @@ def test_explain_is_complete_and_faithful(fitted, cycle, name, u):
 def test_explain_default_steps_are_complete(fitted, cycle):
     # the midpoint rule keeps the default 64 steps within 2 % of completeness
     model, _ = fitted("interest-id")
-    user = cycle.train.user_ids[0]
-    item = model.recommend([user], k=1)[0][0, 0]
-    frame = model.explain(user, item)
+    raw = raw_histories(cycle, [0])[0]
+    item = model.recommend_history(raw, k=1)[0][0]
+    frame = model.explain(raw, item)
     gap = frame.attrs["score"] - frame.attrs["baseline_score"]
     assert abs(frame["attribution"].sum() - gap) <= 0.02 * abs(gap)
 
 
-def test_explain_unknown_user(fitted, cycle):
+def test_explain_bad_input_is_named(fitted, cycle):
     model, _ = fitted("interest-id")
-    with pytest.raises(KeyError):
-        model.explain("nobody", cycle.train.item_ids[0])
+    raw = raw_histories(cycle, [3])[0]
+    with pytest.raises(KeyError, match="no-such-item"):
+        model.explain(raw + ["no-such-item"], cycle.train.item_ids[0])
+    with pytest.raises(KeyError, match="no-such-target"):
+        model.explain(raw, "no-such-target")
+    with pytest.raises(ValueError, match="empty"):
+        model.explain([], cycle.train.item_ids[0])
+    dropped = model.explain(raw + ["no-such-item"], cycle.train.item_ids[0], unknown="drop")
+    assert len(dropped) == min(len(raw), model.max_len)
 
 
 # -- input checks ----------------------------------------------------------------------------
