@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+import pandas as pd
 
-from ..data.schema import DOMAIN, Dataset
-from ..data.split import EvalSet, TrainSet, _coded, _group
+from ..data.schema import DOMAIN, ITEM, USER, DataError, Dataset
+from ..data.split import EvalSet, TrainSet
 from ..models.base import Recommender
 
 
@@ -25,33 +26,62 @@ def restrict(train: TrainSet, keep: np.ndarray) -> TrainSet:
     """The same users and item universe, each sequence cut to the items where keep[item]."""
     seqs = [s[keep[s]] for s in train.sequences]
     times = None if train.timestamps is None else [t[keep[s]] for s, t in zip(train.sequences, train.timestamps)]
-    return TrainSet(train.user_ids, train.item_ids, seqs, train.catalogue, times, train.item_vectors)
+    return TrainSet(train.user_ids, train.item_ids, seqs, train.catalogue, times, train.item_vectors,
+                    train.encoder)
 
 
 def users_with(train: TrainSet, keep: np.ndarray) -> TrainSet:
     """Whole (mixed-domain) sequences of the users with at least one item where keep[item]."""
     seqs = [s if keep[s].any() else s[:0] for s in train.sequences]
-    return TrainSet(train.user_ids, train.item_ids, seqs, train.catalogue, None, train.item_vectors)
+    return TrainSet(train.user_ids, train.item_ids, seqs, train.catalogue, None, train.item_vectors, train.encoder)
 
 
 def restrict_histories(evalset: EvalSet, keep: np.ndarray) -> EvalSet:
     return EvalSet(evalset.users, [h[keep[h]] for h in evalset.histories], evalset.targets)
 
 
+def same_universe(model: Recommender, item_ids, what: str) -> None:
+    """Refuse training data whose items are not `model`'s (a wrapper's universe is its inner model's)."""
+    n = model.n_items                     # RuntimeError if that model is not fitted
+    ids = [str(i) for i in item_ids]
+    if len(ids) != n or ids != list(model.item_ids_):
+        raise ValueError(f"the training data's {len(ids)} items are not the {n} items of "
+                         f"{what} ({type(model).__name__}): fit it on data over the same catalogue")
+
+
 class DomainView(Recommender):
-    """A fitted model that only ever sees the history items where keep[item] (e.g. target-only)."""
+    """A fitted model that only ever sees the history items where keep[item] (e.g. target-only).
+
+    Its item universe is the inner model's; saved, the inner model is a nested folder
+    and `keep` an array.
+    """
+
+    registry = "domain-view"
 
     def __init__(self, model: Recommender, keep: np.ndarray, name: str | None = None):
         self.model, self.keep = model, np.asarray(keep, dtype=bool)
         self.name = name or getattr(model, "name", "model")
 
+    @property
+    def item_ids_(self) -> np.ndarray:
+        return self.model.item_ids_
+
+    def _set_items(self, item_ids) -> None:
+        same_universe(self.model, item_ids, "the inner model")
+
+    def encoder_info(self) -> dict | None:
+        return self.model.encoder_info()
+
     def fit(self, train, valid=None):
+        if len(self.keep) != train.n_items:
+            raise ValueError(f"keep has {len(self.keep)} entries for {train.n_items} items")
         self.model.fit(restrict(train, self.keep), None if valid is None else restrict_histories(valid, self.keep))
+        self._summarise(train)
         return self
 
-    def score_histories(self, users, histories):
-        return self.model.score_histories(users, [np.asarray(h)[self.keep[np.asarray(h, dtype=np.int64)]]
-                                                  for h in histories])
+    def score_histories(self, histories):
+        return self.model.score_histories([np.asarray(h)[self.keep[np.asarray(h, dtype=np.int64)]]
+                                           for h in histories])
 
 
 @dataclass
@@ -122,8 +152,7 @@ def make_task(dataset: Dataset, target: str, source: list | None = None, cold_it
     unknown = sorted(set(source) - set(domains))
     if unknown or target in source:
         raise ValueError(f"bad source domains {source} (domains: {domains}, target: {target!r})")
-    inter, user_ids, item_ids, uidx, iidx = _coded(dataset)
-    seqs = _group(uidx, iidx, len(user_ids))
+    user_ids, item_ids, seqs = _coded_sequences(dataset)
     dom = dataset.catalogue[DOMAIN].astype(str).to_numpy()
     is_target = dom == target
     # The same share of every domain's items is held out, so the training data do not
@@ -146,6 +175,20 @@ def make_task(dataset: Dataset, target: str, source: list | None = None, cold_it
                  f"{len(target_items)} {target} items")
     return TransferTask(name or f"{'+'.join(source)}-to-{target}", train, valid, test, source, target, cold,
                         protocol)
+
+
+def _coded_sequences(dataset: Dataset):
+    """(user ids, item ids = catalogue order, per-user item-index sequences in time order)."""
+    inter = dataset.chronological()
+    item_ids = dataset.catalogue[ITEM].to_numpy(dtype=object)
+    iidx = pd.Index(item_ids).get_indexer(inter[ITEM])
+    if (iidx < 0).any():
+        raise DataError("item in the log is not in the catalogue", file=dataset.name, field=ITEM)
+    user_ids, uidx = np.unique(inter[USER].to_numpy(dtype=str), return_inverse=True)
+    order = np.argsort(uidx, kind="stable")
+    counts = np.bincount(uidx, minlength=len(user_ids))
+    seqs = np.split(iidx.astype(np.int64)[order], np.cumsum(counts)[:-1])
+    return user_ids.astype(object), item_ids, seqs
 
 
 def _heldout_cases(seqs, user_ids, heldout, is_target):

@@ -7,10 +7,13 @@ users, then give a user who has no target history the mapped factor of their sou
 Scoring a history (global item indices, mixed domains):
   - it has target-domain items -> the target user factor is re-solved from them (ALS);
   - else it has source-domain items -> the source factor is re-solved and mapped;
-  - else -> the mean target factor of the training users (a popularity-like answer).
+  - else -> the mean target factor of the training users with target history, each
+    folded in from that history (a popularity-like answer; an aggregate, no user data).
 Only target-domain items get scores; every other item scores -inf. Source and target
 ALS scores live on different scales, so mixing them in one ranking would mean nothing,
 and the transfer evaluator ranks among target-domain items anyway.
+
+Saved, the two ALS models are nested folders and the mapping's weights numeric arrays.
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ from .mapping import EMCDRMapping
 
 class EMCDRMF(Recommender):
     name = "emcdr-mf"
+    registry = "emcdr-mf"
+    _state_apart = ("mapping_",)     # saved by _state/_restore below
 
     def __init__(self, source_domain, target_domain: str, factors: int = 64, regularization: float = 0.05,
                  alpha: float = 10.0, iterations: int = 15, mapping: str = "mlp", mapping_loss: str = "mse",
@@ -55,7 +60,7 @@ class EMCDRMF(Recommender):
 
     def fit(self, train: TrainSet, valid=None) -> "EMCDRMF":
         source_mask, target_mask = self._masks(train)
-        self._remember(train)
+        self._summarise(train)
         src = [s[source_mask[s]] for s in train.sequences]
         tgt = [s[target_mask[s]] for s in train.sequences]
         both = np.flatnonzero([len(a) > 0 and len(b) > 0 for a, b in zip(src, tgt)])
@@ -67,13 +72,13 @@ class EMCDRMF(Recommender):
         self.target_als_ = self._als().fit(restrict(train, target_mask))
         # The mapping learns from factors re-solved against the final item factors, exactly
         # as prediction computes them (the fitted ones lag one ALS half-step behind).
-        s_vec = self.source_als_._user_vectors(both, [src[u] for u in both])
-        t_vec = self.target_als_._user_vectors(both, [tgt[u] for u in both])
+        s_vec = self.source_als_.user_vectors([src[u] for u in both])
+        t_vec = self.target_als_.user_vectors([tgt[u] for u in both])
         self.mapping_ = EMCDRMapping(kind=self.mapping, loss=self.mapping_loss, hidden=self.hidden,
                                      epochs=self.epochs, lr=self.lr, seed=self.seed).fit(s_vec, t_vec)
         self.n_overlap_ = len(both)
         with_target = np.flatnonzero([len(b) > 0 for b in tgt])
-        self.default_factor_ = self.target_als_.user_factors_[with_target].mean(0)
+        self.default_factor_ = self.target_als_.user_vectors([tgt[u] for u in with_target]).mean(0)
         return self
 
     def user_factors(self, histories) -> tuple[np.ndarray, np.ndarray]:
@@ -86,14 +91,29 @@ class EMCDRMF(Recommender):
         out = np.tile(self.default_factor_, (len(hs), 1)).astype(np.float32)
         rows = np.flatnonzero(how == 0)
         if len(rows):
-            out[rows] = self.target_als_._user_vectors(rows, [tgt[r] for r in rows])
+            out[rows] = self.target_als_.user_vectors([tgt[r] for r in rows])
         rows = np.flatnonzero(how == 1)
         if len(rows):
-            out[rows] = self.mapping_.predict(self.source_als_._user_vectors(rows, [src[r] for r in rows]))
+            out[rows] = self.mapping_.predict(self.source_als_.user_vectors([src[r] for r in rows]))
         return out, how
 
-    def score_histories(self, users, histories):
+    def score_histories(self, histories):
         factors, _ = self.user_factors(histories)
         scores = factors @ self.target_als_.item_factors_.T
         scores[:, ~self.target_mask_] = -np.inf
         return scores.astype(np.float32, copy=False)
+
+    # -- persistence: the ALS models are nested folders (base class), the mapping is numbers --------
+    def _state(self):
+        state, arrays, children = super()._state()
+        info, weights = self.mapping_.to_arrays()
+        state["mapping_"] = info
+        arrays.update({f"mapping_.{k}": v for k, v in weights.items()})
+        return state, arrays, children
+
+    def _restore(self, state, arrays, children):
+        state = dict(state)
+        info = state.pop("mapping_")
+        weights = {k[len("mapping_."):]: arrays.pop(k) for k in list(arrays) if k.startswith("mapping_.")}
+        super()._restore(state, arrays, children)
+        self.mapping_ = EMCDRMapping.from_arrays(info, weights)

@@ -175,6 +175,38 @@ class EMCDRMapping:
         out = self.net_(torch.from_numpy((x - self.x_mean_) / self.x_scale_)).numpy()
         return (out * self.y_scale_ + self.y_mean_).astype(np.float32)
 
+    # -- persistence: numbers only (a model that holds a mapping saves it through these) ----------
+    _FITTED = ("n_users_", "n_train_users_", "n_valid_users_", "best_epoch_", "epochs_run_", "train_loss_",
+               "valid_loss_")
+    _ARRAYS = ("x_mean_", "x_scale_", "y_mean_", "y_scale_")
+
+    def to_arrays(self) -> tuple[dict, dict]:
+        """(JSON: hyper-parameters and fit summary, float32 arrays: standardisation and weights)."""
+        if not hasattr(self, "net_"):
+            raise RuntimeError("EMCDRMapping is not fitted: call fit() first")
+        params = {k: getattr(self, k) for k in ("kind", "hidden", "loss", "epochs", "lr", "weight_decay",
+                                                 "batch_size", "val_share", "patience", "seed")}
+        info = {"params": params, "fitted": {k: getattr(self, k) for k in self._FITTED}}
+        arrays = {k: np.asarray(getattr(self, k), dtype=np.float32) for k in self._ARRAYS}
+        arrays.update({f"net.{k}": v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()})
+        return info, arrays
+
+    @classmethod
+    def from_arrays(cls, info: dict, arrays: dict) -> "EMCDRMapping":
+        """The fitted mapping that `to_arrays` described."""
+        model = cls(**info["params"])
+        model.__dict__.update(info["fitted"])
+        for key in cls._ARRAYS:
+            setattr(model, key, np.asarray(arrays[key], dtype=np.float32))
+        d_s, d_t = len(model.x_mean_), len(model.y_mean_)
+        with torch.random.fork_rng(devices=[]):
+            net = nn.Linear(d_s, d_t) if model.kind == "linear" else \
+                nn.Sequential(nn.Linear(d_s, model.hidden), nn.Tanh(), nn.Linear(model.hidden, d_t))
+        net.load_state_dict({k[len("net."):]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
+                             if k.startswith("net.")})
+        model.net_ = net.eval()
+        return model
+
     def __repr__(self) -> str:
         return (f"EMCDRMapping(kind={self.kind!r}, hidden={self.hidden}, loss={self.loss!r}, epochs={self.epochs}, "
                 f"lr={self.lr}, seed={self.seed})")

@@ -17,14 +17,12 @@ A regime whose validation NDCG@10 is below target-only's is flagged as negative 
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..evaluation import metrics as M
 from ..evaluation.evaluator import evaluate
@@ -34,7 +32,9 @@ from ..models.interest import InterestModel
 from ..models.popularity import Popularity
 from ..models.sasrec import SASRec
 from ..data.split import EvalSet
-from .domains import DomainView, TransferTask, item_domains, restrict, restrict_histories, users_with
+from .domains import (DomainView, TransferTask, item_domains, restrict, restrict_histories, same_universe,
+                      users_with)
+from .mapping import EMCDRMapping
 
 log = logging.getLogger(__name__)
 REGIMES = ["target-only", "transfer-zero-shot", "transfer-adapter", "transfer-full", "transfer-joint",
@@ -109,7 +109,7 @@ class ModelBank:
         pretrained = self.interest(task.source)
 
         def fit():
-            model = copy.deepcopy(pretrained).set_params(**self.finetune)
+            model = pretrained.clone().set_params(**self.finetune)
             return model.fine_tune(users_with(self.train, task.target_mask), task.valid, trainable=trainable)
         return self._cached(key, fit)
 
@@ -120,19 +120,34 @@ class ModelBank:
 
 
 class MappedUsers(Recommender):
-    """Target-only model for users with target history; mapped source interest for the others."""
+    """Target-only model for users with target history; mapped source interest for the others.
+
+    Both interest models are hyper-parameters (nested folders when saved), the masks
+    arrays; the item universe is the target model's.
+    """
 
     name = "transfer-mapping"
+    registry = "mapped-users"
+    _state_apart = ("map_",)     # saved by _state/_restore below
 
     def __init__(self, source_model, target_model, source_mask, target_mask, mapping="mlp", seed: int = 0):
         self.source_model, self.target_model = source_model, target_model
         self.source_mask, self.target_mask = source_mask, target_mask
         self.mapping, self.seed = mapping, seed
 
+    @property
+    def item_ids_(self) -> np.ndarray:
+        return self.target_model.item_ids_
+
+    def _set_items(self, item_ids) -> None:
+        same_universe(self.target_model, item_ids, "the target model")
+
+    def encoder_info(self) -> dict | None:
+        return self.target_model.encoder_info()
+
     def fit(self, train, valid=None):
         """Learn the mapping on training users with events in both domains (overlapping users)."""
-        from .mapping import EMCDRMapping
-
+        self._summarise(train)      # refuses data over another catalogue than the target model's
         src = [s[self.source_mask[s]] for s in train.sequences]
         tgt = [s[self.target_mask[s]] for s in train.sequences]
         both = [i for i in range(len(src)) if len(src[i]) and len(tgt[i])]
@@ -144,20 +159,38 @@ class MappedUsers(Recommender):
         self.map_ = EMCDRMapping(kind=self.mapping, seed=self.seed).fit(s_vec, t_vec)
         return self
 
-    @torch.no_grad()
-    def score_histories(self, users, histories):
-        tgt = [np.asarray(h)[self.target_mask[np.asarray(h, dtype=np.int64)]] for h in histories]
-        scores = self.target_model.score_histories(users, tgt)
+    def _check_fitted(self) -> None:
+        super()._check_fitted()
+        if "map_" not in self.__dict__:
+            raise RuntimeError("MappedUsers is not fitted: call fit() first")
+
+    def score_histories(self, histories):
+        self._check_fitted()
+        hs = [np.asarray(h, dtype=np.int64) for h in histories]
+        tgt = [h[self.target_mask[h]] for h in hs]
+        scores = np.array(self.target_model.score_histories(tgt), dtype=np.float32, copy=True)
         cold = [i for i, t in enumerate(tgt) if len(t) == 0]
-        src = [np.asarray(histories[i])[self.source_mask[np.asarray(histories[i], dtype=np.int64)]] for i in cold]
+        src = [hs[i][self.source_mask[hs[i]]] for i in cold]
         cold = [i for i, s in zip(cold, src) if len(s)]
         if cold:
             mapped = self.map_.predict(self.source_model.interest_vectors([s for s in src if len(s)]))
-            m = self.target_model
-            table = m.net_["item_table"]()
-            vec = torch.as_tensor(np.asarray(mapped), dtype=table.dtype, device=table.device)
-            scores[cold] = m._logits(vec, table).float().cpu().numpy()
+            scores[cold] = self.target_model.score_interests(mapped)
         return scores
+
+    # -- persistence: the models are nested folders (base class), the mapping is numbers ------------
+    def _state(self):
+        state, arrays, children = super()._state()
+        info, weights = self.map_.to_arrays()
+        state["map_"] = info
+        arrays.update({f"map_.{k}": v for k, v in weights.items()})
+        return state, arrays, children
+
+    def _restore(self, state, arrays, children):
+        state = dict(state)
+        info = state.pop("map_")
+        weights = {k[len("map_."):]: arrays.pop(k) for k in list(arrays) if k.startswith("map_.")}
+        super()._restore(state, arrays, children)
+        self.map_ = EMCDRMapping.from_arrays(info, weights)
 
 
 class TransferResult:

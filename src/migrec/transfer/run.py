@@ -41,7 +41,9 @@ def run_transfer(dataset: Dataset, targets: list[str], source: list[str] | None 
     train = tasks[0].train
     if item_vectors is None and encoder:
         from ..encoders import encode_catalogue, make_encoder
-        item_vectors = encode_catalogue(train.catalogue, make_encoder(encoder), cache_dir=cache_dir)
+        made_by = make_encoder(encoder)
+        item_vectors = encode_catalogue(train.catalogue, made_by, cache_dir=cache_dir)
+        train.encoder = made_by.model_id
     train.item_vectors = item_vectors
     for task in tasks[1:]:
         task.train = train        # identical by construction; one object keeps the bank's models valid
