@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from migrec.data.split import TrainSet
+from migrec.registry import load_model
 from migrec.transfer import EMCDRMF, EMCDRMapping, PersonalizedBridge
 
 
@@ -178,7 +179,7 @@ def test_emcdr_mf_maps_a_source_only_user_to_the_right_target_block(emcdr):
     cold = [np.arange(0, 6), np.arange(20, 26)]                          # type 0 and type 1, source items only
     factors, how = model.user_factors(cold)
     assert how.tolist() == [1, 1]
-    scores = model.score_histories(np.array([0, 1]), cold)
+    scores = model.score_histories(cold)
     assert np.isneginf(scores[:, :N_SRC]).all() and np.isfinite(scores[:, N_SRC:]).all()
     top = np.argsort(-scores, axis=1)[:, :10]
     assert np.mean((top[0] >= 40) & (top[0] < 60)) >= 0.9
@@ -191,19 +192,49 @@ def test_emcdr_mf_uses_target_history_when_there_is_one(emcdr):
     hist = [np.concatenate([np.arange(0, 6), np.arange(60, 64)]), np.array([], dtype=np.int64)]
     _, how = model.user_factors(hist)
     assert how.tolist() == [0, 2]
-    scores = model.score_histories(np.array([0, 0]), hist)
+    scores = model.score_histories(hist)
     assert np.mean(np.argsort(-scores[0])[:10] >= 60) >= 0.9
 
 
-def test_emcdr_mf_save_load_gives_identical_scores(emcdr, tmp_path):
+def test_emcdr_mf_default_factor_is_the_mean_folded_in_target_factor(emcdr):
     train, model = emcdr
-    hist = [np.arange(0, 6), np.arange(40, 45), np.array([3, 41, 77])]
+    tgt = [s[s >= N_SRC] for s in train.sequences if (s >= N_SRC).any()]
+    assert len(tgt) == 400                                               # overlapping + target-only users
+    assert np.allclose(model.default_factor_, model.target_als_.user_vectors(tgt).mean(0))
+    factors, how = model.user_factors([np.array([], dtype=np.int64)])
+    assert how.tolist() == [2] and np.array_equal(factors[0], model.default_factor_)
+    # no per-user array anywhere: only item-level and aggregate state
+    for part in (model, model.source_als_, model.target_als_):
+        assert not any(isinstance(v, np.ndarray) and len(v) == train.n_users for v in vars(part).values())
+
+
+def test_emcdr_mf_save_load_gives_identical_scores_and_keeps_no_user_ids(emcdr, tmp_path):
+    train, model = emcdr
+    hist = [np.arange(0, 6), np.arange(40, 45), np.array([3, 41, 77]), np.array([], dtype=np.int64)]
     model.save(tmp_path / "emcdr")
-    again = EMCDRMF.load(tmp_path / "emcdr")
-    assert again.get_params() == model.get_params()
-    assert np.array_equal(again.score_histories(np.arange(3), hist), model.score_histories(np.arange(3), hist))
-    ids, _ = again.recommend([train.user_ids[0]], k=5)
-    assert all(int(i) >= N_SRC for i in ids[0])
+    assert sorted(p.name for p in (tmp_path / "emcdr").iterdir() if p.is_dir()) == ["source_als_", "target_als_"]
+    again = load_model(tmp_path / "emcdr", expect=EMCDRMF)
+    assert again.get_params() == model.get_params() and again.n_overlap_ == 300
+    assert np.array_equal(again.score_histories(hist), model.score_histories(hist))
+    assert np.array_equal(again.user_factors(hist)[1], [1, 0, 0, 2])
+    assert np.array_equal(EMCDRMF.load(tmp_path / "emcdr").score_histories(hist), model.score_histories(hist))
+    ids, _ = again.recommend_history(train.item_ids[train.sequences[0]], k=5)
+    assert len(ids) == 5 and all(int(i) >= N_SRC for i in ids)
+    blobs = [f.read_bytes() for f in (tmp_path / "emcdr").rglob("*") if f.is_file()]
+    assert [u for u in train.user_ids if any(u.encode() in b for b in blobs)] == []
+
+
+def test_emcdr_mapping_round_trips_through_numbers_only():
+    x, y = _pairs(_nonlinear, n=200)
+    for kind in ("mlp", "linear"):
+        m = EMCDRMapping(kind=kind, hidden=16, epochs=20, seed=3).fit(x, y)
+        info, arrays = m.to_arrays()
+        assert all(a.dtype == np.float32 for a in arrays.values())
+        again = EMCDRMapping.from_arrays(info, arrays)
+        assert np.array_equal(again.predict(x[:7]), m.predict(x[:7]))
+        assert (again.n_users_, again.best_epoch_, again.kind) == (m.n_users_, m.best_epoch_, kind)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        EMCDRMapping().to_arrays()
 
 
 def test_emcdr_mf_bad_domains_and_no_overlap_are_explained():

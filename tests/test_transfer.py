@@ -16,10 +16,12 @@ import torch
 
 from migrec.data import DataError, Dataset, make_catalogue, make_interactions
 from migrec.data.multidomain import combine, overlapping_users
+from migrec.data.split import TrainSet
 from migrec.evaluation import evaluate
 from migrec.models.interest import InterestModel
-from migrec.transfer import (DomainView, ModelBank, TransferExperiment, flag_negative_transfer, make_task,
-                             restrict)
+from migrec.registry import load_model
+from migrec.transfer import (DomainView, MappedUsers, ModelBank, TransferExperiment, flag_negative_transfer,
+                             make_task, restrict)
 
 TOPICS, PER_TOPIC = 4, 5
 SMALL = dict(hidden=16, layers=1, heads=1, max_len=20, dropout=0.0, batch_size=16, lr=0.01, device="cpu",
@@ -124,11 +126,16 @@ def test_evaluate_ranks_among_candidates_only(world):
     task = _task(world)
 
     class Oracle:   # scores the true target highest, and a non-candidate higher still
-        def score_histories(self, users, histories):
-            s = np.zeros((len(users), task.train.n_items), np.float32)
+        def __init__(self):
+            self.case = 0   # the evaluator scores the cases in order
+
+        def score_histories(self, histories):
+            s = np.zeros((len(histories), task.train.n_items), np.float32)
             s[:, 0] = 10.0
-            for row, u in enumerate(users):
-                s[row, task.test.targets[list(task.test.users).index(u)][0]] = 5.0
+            for row, h in enumerate(histories):
+                assert np.array_equal(h, task.test.histories[self.case])
+                s[row, task.test.targets[self.case][0]] = 5.0
+                self.case += 1
             return s
 
     full = evaluate(Oracle(), task.test, task.train, ks=(1,), beyond=False, segments=False)
@@ -149,10 +156,10 @@ def test_zero_shot_transfer_through_text_and_adapter_fine_tuning(world):
     res = evaluate(source, task.test, task.train, ks=(5,), beyond=False, segments=False, candidates=task.candidates)
     # 20 candidates, 5 in the user's topic (one in the history): a random ranking gets HR@5 = 0.25
     assert res.metrics["HR@5"] >= 0.75
-    encoder = {k: v.clone() for k, v in source.net_["encoder"].state_dict().items()}
+    transformer = {k: v.clone() for k, v in source.net_["transformer"].state_dict().items()}
     adapter = source.net_["item_table"].domain_adapter.detach().clone()
     source.set_params(epochs=3, lr=0.005).fine_tune(restrict(task.train, task.target_mask), trainable="adapter")
-    assert all(torch.equal(v, source.net_["encoder"].state_dict()[k]) for k, v in encoder.items())
+    assert all(torch.equal(v, source.net_["transformer"].state_dict()[k]) for k, v in transformer.items())
     assert not torch.equal(adapter, source.net_["item_table"].domain_adapter)
 
 
@@ -169,8 +176,8 @@ def test_cold_items_are_scored_by_text_and_new_items_are_recommendable_at_once(w
     vec = np.zeros((1, TOPICS + 2), np.float32)
     vec[0, 2], vec[0, TOPICS + 1] = 1.0, 0.5
     model.add_items(["b2-new"], vec, domains=["b"])
-    user = "ab:2"
-    scores = model.score([user], list(model.item_ids_[task.candidates]) + ["b2-new"])[0]
+    history = task.train.item_ids[task.train.sequences[task.train.user_index()["ab:2"]]]
+    scores = model.score([history], list(model.item_ids_[task.candidates]) + ["b2-new"])[0]
     assert scores[-1] >= np.sort(scores)[-6]   # among the topic's items, not behind other topics
     with pytest.raises(ValueError, match="unknown domains"):
         model.add_items(["x-new"], vec, domains=["zzz"])
@@ -207,13 +214,99 @@ def test_domain_view_hides_other_domains(world):
     task = _task(world)
 
     class Echo:
-        def score_histories(self, users, histories):
+        def score_histories(self, histories):
             self.seen = histories
-            return np.zeros((len(users), task.train.n_items), np.float32)
+            return np.zeros((len(histories), task.train.n_items), np.float32)
 
     echo = Echo()
-    DomainView(echo, task.target_mask).score_histories(task.test.users[:3], task.test.histories[:3])
+    DomainView(echo, task.target_mask).score_histories(task.test.histories[:3])
     assert all(task.target_mask[h].all() and len(h) == 1 for h in echo.seen)
+
+
+# -- saving and loading --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fitted(world):
+    task = _task(world)
+    kw = dict(SMALL, epochs=20, use_id=True)
+    source = InterestModel(domain_adapters=True, **kw).fit(restrict(task.train, task.source_mask))
+    target = InterestModel(domain_adapters=True, **kw).fit(restrict(task.train, task.target_mask))
+    return task, source, target
+
+
+def _user_ids_in(folder, user_ids) -> list:
+    """The user ids whose bytes occur in any file under `folder`."""
+    blobs = [f.read_bytes() for f in folder.rglob("*") if f.is_file()]
+    assert blobs
+    return [u for u in user_ids if any(str(u).encode() in b for b in blobs)]
+
+
+def _all_users(world, task) -> list:
+    held = world[0].meta["heldout_users"]
+    return sorted(set(task.train.user_ids) | set(held["valid"]) | set(held["test"]))
+
+
+def test_domain_view_saves_and_loads_with_identical_scores_and_no_user_ids(world, fitted, tmp_path):
+    task, _, target = fitted
+    view = DomainView(target, task.target_mask, "target-only")
+    assert view.item_ids_ is target.item_ids_ and view.encoder_info() == target.encoder_info()
+    view.save(tmp_path / "view")
+    again = load_model(tmp_path / "view", expect=DomainView)
+    assert isinstance(again.model, InterestModel) and again.name == "target-only"
+    assert np.array_equal(again.keep, task.target_mask) and again.keep.dtype == bool
+    hists = task.test.histories + task.cold_users().histories
+    assert np.array_equal(again.score_histories(hists), view.score_histories(hists))
+    # the view hides the source items: a mixed history scores as its target part alone
+    mixed = task.test.histories[0]
+    assert np.array_equal(again.score_histories([mixed]), target.score_histories([mixed[task.target_mask[mixed]]]))
+    assert not np.array_equal(target.score_histories([mixed]), again.score_histories([mixed]))
+    ids, _ = again.recommend_history(task.train.item_ids[mixed], k=3, candidates=task.train.item_ids[task.candidates])
+    assert len(ids) == 3 and all(i.startswith("b") for i in ids)
+    assert _user_ids_in(tmp_path / "view", _all_users(world, task)) == []
+
+
+def test_mapped_users_map_source_only_users_and_save_and_load(world, fitted, tmp_path):
+    task, source, target = fitted
+    mapped = MappedUsers(source, target, task.source_mask, task.target_mask, seed=0).fit(task.train)
+    assert mapped.n_overlap_ == 20 and mapped.item_ids_ is target.item_ids_
+    assert mapped.training_["events"] == task.train.n_interactions
+    cold = task.cold_users().histories                      # source history only
+    scores = mapped.score_histories(cold)
+    empty = target.score_histories([np.zeros(0, dtype=np.int64)])[0]
+    assert not np.allclose(scores, empty)                   # they are mapped, not scored as empty histories
+    warm = task.test.histories                              # with target history: the target model decides
+    assert np.array_equal(mapped.score_histories(warm),
+                          target.score_histories([h[task.target_mask[h]] for h in warm]))
+    mapped.save(tmp_path / "mapped")
+    assert sorted(p.name for p in (tmp_path / "mapped").iterdir() if p.is_dir()) == ["source_model", "target_model"]
+    again = load_model(tmp_path / "mapped")
+    assert isinstance(again, MappedUsers) and again.n_overlap_ == 20 and again.get_params()["seed"] == 0
+    assert np.array_equal(again.source_mask, task.source_mask)
+    assert np.array_equal(again.score_histories(cold + warm), mapped.score_histories(cold + warm))
+    assert _user_ids_in(tmp_path / "mapped", _all_users(world, task)) == []
+    assert again.training_ == mapped.training_
+    with pytest.raises(RuntimeError, match="MappedUsers is not fitted"):
+        MappedUsers(source, target, task.source_mask, task.target_mask).score_histories(cold)
+    other = TrainSet(task.train.user_ids, task.train.item_ids[::-1], task.train.sequences, task.train.catalogue)
+    with pytest.raises(ValueError, match="not the 40 items of the target model"):
+        MappedUsers(source, target, task.source_mask, task.target_mask).fit(other)
+
+
+def test_model_bank_fine_tunes_a_clone_and_reloads_saved_models(world, tmp_path):
+    task = _task(world)
+    params = dict(SMALL, epochs=3, use_id=False)
+    bank = ModelBank(task.train, params, save_dir=tmp_path).add_valid(task)
+    pretrained = bank.interest(("a",))
+    hists = task.test.histories[:6]
+    before = pretrained.score_histories(hists)
+    tuned = bank.fine_tuned(task, "all")
+    assert np.array_equal(pretrained.score_histories(hists), before)    # fine-tuning left the source model alone
+    assert not np.array_equal(tuned.score_histories(hists), before)
+    again = ModelBank(task.train, params, save_dir=tmp_path).add_valid(task)
+    loaded = again.fine_tuned(task, "all")
+    key = ("fine-tune", ("a",), "b", "all")
+    assert loaded is not tuned and again.costs[key] == pytest.approx(bank.costs[key])   # read from cost.json
+    assert np.array_equal(loaded.score_histories(hists), tuned.score_histories(hists))
+    assert _user_ids_in(tmp_path, _all_users(world, task)) == []
 
 
 # -- the real Food-Kitchen files ----------------------------------------------------------
