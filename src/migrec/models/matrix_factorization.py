@@ -117,8 +117,8 @@ class BPR(_ImplicitMF):
     registry = "bpr"
 
     def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01,
-                 iterations: int = 100, seed: int = 0, threads: int = 0, fold_in_negatives: int = 512,
-                 fold_in_iterations: int = 50):
+                 iterations: int = 100, seed: int = 0, threads: int = 0, fold_in_negatives: int = 128,
+                 fold_in_iterations: int = 20):
         self.factors, self.learning_rate, self.regularization = factors, learning_rate, regularization
         self.iterations, self.seed, self.threads = iterations, seed, threads
         self.fold_in_negatives, self.fold_in_iterations = fold_in_negatives, fold_in_iterations
@@ -145,11 +145,13 @@ class BPR(_ImplicitMF):
         out = np.zeros((len(histories), f + 1), dtype=np.float32)
         out[:, f] = 1.0                                      # implicit's users carry a constant 1 for the bias
         rows = [np.unique(np.asarray(h, dtype=np.int64)) for h in histories]
-        for lo in range(0, len(rows), batch):
-            part = rows[lo:lo + batch]
+        order = np.argsort([len(r) for r in rows], kind="stable")    # similar lengths: little padding
+        for lo in range(0, len(order), batch):
+            pick = order[lo:lo + batch]
+            part = [rows[i] for i in pick]
             if not any(len(r) for r in part):
                 continue
-            out[lo:lo + len(part), :f] = self._fold_in(y, neg, part, f)
+            out[pick, :f] = self._fold_in(y, neg, part, f)
         return out
 
     def _fold_in(self, y, neg, part, f) -> np.ndarray:
