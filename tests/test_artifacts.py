@@ -2,6 +2,7 @@
 tampering and foreign encoders refused, a manifest that says what the model is."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -229,7 +230,6 @@ def test_a_foreign_encoder_is_refused(saved, split):
         loaded.partial_fit(events, item_vectors={"inew": vector[0]}, encoder="other")
     assert loaded.n_items == n
     with pytest.raises(ValueError, match="'other'"):
-        import dataclasses
         loaded.fine_tune(dataclasses.replace(split.train, encoder="other"))
     loaded.add_items(["inew"], vector, encoder=ENCODER)
     assert loaded.n_items == n + 1
