@@ -65,6 +65,9 @@ def _partial_fit(model, split):
 
 @dataclass
 class Case:
+    """One model under the contract. A wrapper gives its own `fit` (e.g. fit the inner model first),
+    a data key of its own (add its generator to DATA), and `update` (run on a clone; a model without
+    partial_fit passes update=None and is refitted on the other data set instead)."""
     name: str
     factory: Callable[[], Recommender]          # the unfitted model
     data: str                                   # key of DATA
@@ -105,7 +108,7 @@ CASES = {c.name: c for c in CONTRACT_MODELS}
 IDS = list(CASES)
 TORCH_MODELS = ["sasrec", "interest-text", "interest-text+id"]
 
-DATA = {"cycle": cycle_split, "topics": topic_split}
+DATA = {"cycle": cycle_split, "topics": topic_split}   # data key -> generator of a Split (add wrappers' data here)
 
 
 @pytest.fixture(scope="module")
