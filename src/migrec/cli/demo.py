@@ -10,9 +10,11 @@ import time
 
 import numpy as np
 
-from . import pipeline
-from .cli import DEFAULT_MODELS, command_line, show_recommendations
-from .evaluation import Experiment
+from .. import pipeline
+from ..data import Histories
+from ..drift.report import demo_section
+from ..evaluation import Experiment
+from .common import DEFAULT_MODELS, command_line, show_recommendations
 
 # The benchmark's MovieLens-100K settings (in fp32: bf16 only pays on CPUs with AVX512-BF16)
 # with a 2-minute budget per sequential model,
@@ -20,6 +22,20 @@ from .evaluation import Experiment
 _SEQ = dict(hidden=64, max_len=200, dropout=0.5, lr=2e-3, epochs=200, patience=5,
             max_train_seconds=120)
 DEMO_PARAMS = {"sasrec": _SEQ, "interest-text": _SEQ, "interest-text+id": _SEQ}
+
+
+def cmd_demo(args) -> None:
+    run_demo(data=args.data, out=args.out, quick=args.quick, encoder=args.encoder, cache=args.cache)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("demo", help="the whole pipeline on MovieLens-100K")
+    p.add_argument("--data", default=None, help="MovieLens-100K folder (default ../shared/data/ml-100k)")
+    p.add_argument("--out", default="runs/demo", help="where the table, JSON and chart go")
+    p.add_argument("--quick", action="store_true", help="short training budgets (for a smoke run)")
+    p.add_argument("--encoder", default="st")
+    p.add_argument("--cache", default=None)
+    p.set_defaults(func=cmd_demo)
 
 
 def run_demo(data=None, out="runs/demo", quick=False, encoder="st", cache=None) -> dict:
@@ -43,13 +59,14 @@ def run_demo(data=None, out="runs/demo", quick=False, encoder="st", cache=None) 
     print(f"\n[results] written to {out}/results.json, results.md and comparison.png")
 
     # One user, as a person would look at it: the newest events and what comes next.
+    # Their history is everything known before the test item: training events + validation item.
     model = models["interest-text+id"]
-    model.use_histories(split.test)
-    user = split.train.user_ids[int(np.argmax([len(h) for h in split.test.histories[:50]]))]
-    show_recommendations(model, split.train.catalogue, user, k=10)
+    histories = Histories.from_cases(split.train, split.test)
+    case = int(np.argmax([len(h) for h in split.test.histories[:50]]))
+    user = str(split.train.user_ids[split.test.users[case]])
+    show_recommendations(model, split.train.catalogue, histories[user], who=f"User {user}", k=10)
 
     # Interest migration over time: one real user whose tastes moved (a few seconds).
-    from .drift.cli import demo_section
     demo_section(data)
     print(f"\ndemo finished in {time.time() - started:.0f} s")
     return {"result": result, "models": models, "split": split}

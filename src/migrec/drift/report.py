@@ -1,4 +1,5 @@
-"""`migrec interests`: one user's interest profile, detected migrations and timeline plot."""
+"""One user's interest report: long/short-term profile and detected migrations, each with the
+topics before and after it, printed for a person (`migrec interests` and the demo use it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +9,8 @@ import numpy as np
 from .detection import MigrationDetector
 from .profiles import History, interest_profile, item_factors, user_histories
 from .topics import TopicSpace, topic_space
+
+SPACES = ("cf", "text", "topics")    # the vectors the detector reads (see load_space)
 
 
 @dataclass
@@ -68,10 +71,10 @@ def load_space(dataset: str, path: str | None, space: str = "cf", encoder: str =
     ds = pipeline.load_dataset(dataset, path)
     timed = ds.interactions.dropna(subset=["timestamp"])
     if timed.empty:
-        raise SystemExit(f"{dataset}: no event has a timestamp; interest migration needs time order")
+        raise ValueError(f"{dataset}: no event has a timestamp; interest migration needs time order")
     hist = user_histories(timed, ds.catalogue)
-    if space not in ("cf", "text", "topics"):
-        raise SystemExit(f"unknown --space {space!r}; choose cf, text or topics")
+    if space not in SPACES:
+        raise ValueError(f"unknown interest space {space!r}; choose from {SPACES}")
     text = None
     if space == "text" or "category" not in ds.catalogue.columns:
         text = encode_catalogue(ds.catalogue, encoder, cache_dir=pipeline.cache_dir_for(cache))
@@ -86,43 +89,23 @@ def load_space(dataset: str, path: str | None, space: str = "cf", encoder: str =
     return ds, hist, topics, vectors
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("interests", help="a user's interest profile, detected migrations and timeline")
-    p.add_argument("--dataset", default="ml-100k", choices=["ml-100k", "ml-1m"])
-    p.add_argument("--data", default=None, help="data folder (default ../shared/data/<dataset>)")
-    p.add_argument("--user", required=True, help="raw user id")
-    p.add_argument("--space", default="cf", help="detector vectors: cf (collaborative SVD item vectors, "
-                                                 "default), text (item text encoder) or topics")
-    p.add_argument("--short", type=int, default=10, help="recent window (events)")
-    p.add_argument("--long", type=int, default=50, help="reference window (events)")
-    p.add_argument("--false-alarm", type=float, default=0.05)
-    p.add_argument("--plot", default=None, metavar="FILE.png", help="draw the interest timeline")
-    p.add_argument("--every", type=int, default=10, help="events per period in the plot")
-    p.add_argument("--encoder", default="st")
-    p.add_argument("--cache", default=None)
-    p.set_defaults(func=run)
-
-
-def run(args) -> list[Migration]:
-    ds, hist, topics, vectors = load_space(args.dataset, args.data, args.space, args.encoder, args.cache)
-    user = str(args.user)
-    if user not in hist:
-        raise SystemExit(f"user {user!r} has no timed events in {args.dataset} "
-                         f"(known ids look like {', '.join(list(hist)[:3])})")
-    h = hist[user]
-    need = args.short + min(20, args.long)
-    if len(h) < need:
-        raise SystemExit(f"user {user} has {len(h)} events; migration detection needs at least {need}")
-    # Calibrated on this user's own events shuffled in time: the null is "same tastes, no order".
-    det = MigrationDetector(short=args.short, long=args.long, min_history=min(20, args.long),
-                            false_alarm=args.false_alarm, n_null=200).fit([vectors[h.items]])
-    found = describe(h, topics, vectors, det)
-    if args.plot:
+def user_report(history: History, topics: TopicSpace, vectors: np.ndarray, short: int = 10, long: int = 50,
+                false_alarm: float = 0.05, plot=None, every: int = 10, title: str | None = None) -> list[Migration]:
+    """Profile and migrations of one user, with the detector calibrated on this user's own events
+    shuffled in time (the null is "same tastes, no order"); draws the timeline to `plot` if given.
+    ValueError when the history is too short to detect anything."""
+    need = short + min(20, long)
+    if len(history) < need:
+        raise ValueError(f"user {history.user} has {len(history)} events; migration detection needs at least {need}")
+    det = MigrationDetector(short=short, long=long, min_history=min(20, long),
+                            false_alarm=false_alarm, n_null=200).fit([vectors[history.items]])
+    found = describe(history, topics, vectors, det)
+    if plot:
         from .plots import plot_timeline
 
-        plot_timeline(topics.one_hot(h.items), topics.names, [m.event for m in found], args.plot,
-                      every=args.every, title=f"{args.dataset} user {user}: interests over time")
-        print(f"wrote {args.plot}")
+        plot_timeline(topics.one_hot(history.items), topics.names, [m.event for m in found], plot,
+                      every=every, title=title or f"user {history.user}: interests over time")
+        print(f"wrote {plot}")
     return found
 
 

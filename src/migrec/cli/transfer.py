@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 
 from .. import pipeline
-from .regimes import ALL
+from ..transfer.regimes import ALL
+from .common import command_line, parse_value
 
 
 def add_parser(sub) -> None:
@@ -34,9 +35,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> None:
-    from ..cli import _parse_value, command_line
     from ..data.multidomain import combine
-    from .run import run_transfer
+    from ..transfer.run import run_transfer
 
     dataset = pipeline.load_dataset(args.dataset, args.path)
     extra = []
@@ -57,7 +57,7 @@ def run(args) -> None:
         params["epochs"] = args.epochs
     for item in args.param:
         key, _, value = item.partition("=")
-        params[key] = _parse_value(value)
+        params[key] = parse_value(value)
     results = run_transfer(dataset, targets, source=source, models=args.models.split(","), params=params,
                            encoder=args.encoder, cache_dir=pipeline.cache_dir_for(args.cache),
                            cold_item_share=args.cold_items, sampled_negatives=args.sampled, seed=args.seed,

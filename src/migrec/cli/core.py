@@ -1,0 +1,115 @@
+"""`migrec prepare | encode | train | evaluate`: data, item vectors, one model, a comparison."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import pipeline
+from .common import (DEFAULT_MODELS, command_line, data_args, encoder_args, load_data, make_split, model_params,
+                     train_args)
+
+DATA_FILE = "data.json"             # in a model folder: which data set the model was trained from
+CATALOGUE_FILE = "catalogue.parquet"  # in a model folder: the items (ids, titles, ...) for printing
+
+
+def cmd_prepare(args) -> None:
+    from ..data import clean
+
+    dataset = load_data(args)
+    dataset, report = clean(dataset, user_k=args.user_k, item_k=args.item_k, min_history=args.min_history)
+    print(report)
+    dataset.to_parquet(args.out)
+    print(f"wrote {args.out}: {dataset.summary()}")
+
+
+def cmd_encode(args) -> None:
+    from ..encoders import encode_catalogue, make_encoder
+
+    dataset = load_data(args)
+    started = time.time()
+    vectors = encode_catalogue(dataset.catalogue, make_encoder(args.encoder), template=args.template,
+                               cache_dir=pipeline.cache_dir_for(args.cache))
+    print(f"encoded {len(vectors)} items -> {vectors.shape[1]} dims in {time.time() - started:.1f} s")
+    if args.out:
+        np.save(args.out, vectors)
+        print(f"wrote {args.out}")
+
+
+def data_pointer(kind: str, path: str | None) -> dict:
+    """Where a data set lives, as `recommend` will find it again: loader name and an absolute path
+    (MovieLens: the folder the fallback resolved to). A pointer, never the data."""
+    if kind in ("ml-100k", "ml-1m"):
+        from ..data import resolve_movielens
+
+        path = str(resolve_movielens(path, kind, download=False))
+    elif path is not None and "://" not in str(path):
+        path = str(Path(path).resolve())
+    return {"dataset": kind, "path": path}
+
+
+def cmd_train(args) -> None:
+    dataset = load_data(args)
+    split = make_split(args, dataset, args.model in pipeline.TEXT_MODELS)
+    model = pipeline.build_model(args.model, **model_params(args.model, args))
+    started = time.time()
+    model.fit(split.train, split.valid)
+    print(f"trained {args.model} in {time.time() - started:.1f} s")
+    out = Path(args.out)
+    model.save(out)                         # weights and item data only: no user ids, no histories
+    split.train.catalogue.to_parquet(out / CATALOGUE_FILE, index=False)
+    (out / DATA_FILE).write_text(json.dumps(data_pointer(args.dataset, args.path), indent=1) + "\n")
+    print(f"saved to {out}")
+
+
+def cmd_evaluate(args) -> None:
+    from ..evaluation import Experiment
+
+    names = args.models.split(",")
+    unknown = [n for n in names if n not in pipeline.MODELS]
+    if unknown:
+        raise SystemExit(f"--models: unknown model {', '.join(map(repr, unknown))}; choose from {sorted(pipeline.MODELS)}")
+    dataset = load_data(args)
+    split = make_split(args, dataset, any(n in pipeline.TEXT_MODELS for n in names))
+    models = {n: pipeline.build_model(n, **model_params(n, args)) for n in names}
+    result = Experiment(split, models, ks=tuple(args.k), item_vectors=split.train.item_vectors,
+                        sampled_negatives=args.sampled).run()
+    if args.out:
+        out = result.save(args.out, dataset=dataset.name, protocol=split.protocol, command=command_line())
+        print(f"wrote {out}/results.json, results.md, comparison.png")
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("prepare", help="load, clean and write a data set as Parquet")
+    data_args(p)
+    p.add_argument("--user-k", type=int, default=0, help="k-core: minimum events per user")
+    p.add_argument("--item-k", type=int, default=0, help="k-core: minimum events per item")
+    p.add_argument("--out", required=True, help="output folder (local path or fsspec URL)")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("encode", help="encode the catalogue's item text (cached on disk)")
+    data_args(p)
+    encoder_args(p)
+    p.add_argument("--out", default=None, help="write the vectors to this .npy file")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("train", help="train one model on a leave-one-out split and save it")
+    data_args(p)
+    encoder_args(p)
+    train_args(p)
+    p.add_argument("--model", default="interest-text+id", choices=sorted(pipeline.MODELS))
+    p.add_argument("--out", required=True, help=f"model folder: the model, {CATALOGUE_FILE} and {DATA_FILE} "
+                                                "(which data set it came from; no user data)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="compare models on one leave-one-out split (full ranking)")
+    data_args(p)
+    encoder_args(p)
+    train_args(p)
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
+    p.add_argument("--k", type=int, nargs="+", default=[10, 20, 50], help="cut-offs")
+    p.add_argument("--sampled", type=int, default=None, help="also report sampled-negative metrics")
+    p.add_argument("--out", default=None, help="folder for results.json, results.md and comparison.png")
+    p.set_defaults(func=cmd_evaluate)
