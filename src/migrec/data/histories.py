@@ -117,6 +117,8 @@ class Histories:
     def append(self, user, items: Iterable, times: Iterable | None = None) -> None:
         """Add events (oldest first) at the end of a user's history; a new user is created."""
         user = str(user)
+        if isinstance(items, (str, bytes)):
+            raise TypeError(f"items must be a sequence of item ids, not one string ({items!r}): wrap it in a list")
         items = np.asarray(list(items), dtype=object).astype(str).astype(object)
         if times is not None:
             times = np.asarray(list(times), dtype=np.float64)

@@ -8,7 +8,8 @@ can be scored and no user data is stored.
 - BPR: the user vector that maximises BPR's own objective with the item factors fixed,
   mean log sigmoid(x_ui - x_uj) - reg/2 |u|^2 over the history's items i and a fixed set of
   negatives j (drawn at fit time in proportion to item popularity, excluding the
-  history), solved by L-BFGS; the stationary point of implicit's SGD user update.
+  history), solved by damped Newton steps per history (so a history's vector never
+  depends on the others scored with it); the stationary point of implicit's SGD user update.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import warnings
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from .base import Recommender
 from .incremental import coerce_events
@@ -118,7 +120,7 @@ class BPR(_ImplicitMF):
 
     def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01,
                  iterations: int = 100, seed: int = 0, threads: int = 0, fold_in_negatives: int = 128,
-                 fold_in_iterations: int = 20):
+                 fold_in_iterations: int = 8):
         self.factors, self.learning_rate, self.regularization = factors, learning_rate, regularization
         self.iterations, self.seed, self.threads = iterations, seed, threads
         self.fold_in_negatives, self.fold_in_iterations = fold_in_negatives, fold_in_iterations
@@ -139,7 +141,7 @@ class BPR(_ImplicitMF):
         return self
 
     def user_vectors(self, histories, batch: int = 64):
-        y = torch.from_numpy(self.item_factors_)            # [n, f + 1]; the last column is the item bias
+        y = torch.from_numpy(self.item_factors_).double()   # [n, f + 1]; the last column is the item bias
         f = y.shape[1] - 1
         neg = torch.from_numpy(self.fold_negatives_)
         out = np.zeros((len(histories), f + 1), dtype=np.float32)
@@ -151,38 +153,52 @@ class BPR(_ImplicitMF):
             part = [rows[i] for i in pick]
             if not any(len(r) for r in part):
                 continue
-            out[pick, :f] = self._fold_in(y, neg, part, f)
+            out[pick, :f] = self._fold_in(y, neg, part, f).astype(np.float32)
         return out
 
     def _fold_in(self, y, neg, part, f) -> np.ndarray:
+        """Damped Newton steps on each row's own objective (rows never share a step or a stop)."""
         width = max(1, max(len(r) for r in part))
         pos = torch.zeros(len(part), width, dtype=torch.long)
-        pos_mask = torch.zeros(len(part), width)
+        pos_mask = torch.zeros(len(part), width, dtype=y.dtype)
         for i, r in enumerate(part):
             pos[i, :len(r)] = torch.from_numpy(r)
             pos_mask[i, :len(r)] = 1.0
         # a negative that is in the history is no negative for that user
-        neg_mask = (~(neg[None, None, :] == pos[:, :, None]).logical_and(pos_mask[:, :, None] > 0).any(1)).float()
-        pair_mask = pos_mask[:, :, None] * neg_mask[:, None, :]
-        pairs = pair_mask.sum((1, 2)).clamp(min=1.0)
-        yp, yn = y[pos], y[neg]                              # [B, W, f+1], [N, f+1]
-        u = torch.zeros(len(part), f, requires_grad=True)
-        opt = torch.optim.LBFGS([u], lr=1.0, max_iter=self.fold_in_iterations, line_search_fn="strong_wolfe",
-                                tolerance_grad=1e-7, tolerance_change=1e-10, history_size=20)
+        clash = ((neg[None, None, :] == pos[:, :, None]) & (pos_mask[:, :, None] > 0)).any(1)
+        mask = pos_mask[:, :, None] * (~clash).to(y.dtype)[:, None, :]          # [B, W, N] valid pairs
+        mask = mask / mask.sum((1, 2), keepdim=True).clamp(min=1.0)             # mean over each row's pairs
+        yp, yn = y[pos], y[neg]                                                  # [B, W, f+1], [N, f+1]
+        ypf, ynf = yp[..., :f], yn[:, :f]
+        bias = yp[..., f][:, :, None] - yn[:, f][None, None, :]                  # b_i - b_j
+        reg = self.regularization
+        eye = torch.eye(f, dtype=y.dtype)
 
-        def loss_fn():
-            opt.zero_grad()
-            full = torch.cat([u, torch.ones(len(part), 1)], 1)
-            sp = torch.einsum("bwf,bf->bw", yp, full)
-            sn = full @ yn.T
-            pair = torch.nn.functional.softplus(sn[:, None, :] - sp[:, :, None])  # -log sigmoid(x_ui - x_uj)
-            loss = ((pair * pair_mask).sum((1, 2)) / pairs).sum() + 0.5 * self.regularization * (u ** 2).sum()
-            loss.backward()
-            return loss
+        def margins(u):                                                          # x_ui - x_uj  [B, W, N]
+            return torch.einsum("bwf,bf->bw", ypf, u)[:, :, None] - (u @ ynf.T)[:, None, :] + bias
 
-        with torch.enable_grad():
-            opt.step(loss_fn)
-        empty = pos_mask.sum(1) == 0
-        result = u.detach().numpy().copy()
-        result[empty.numpy()] = 0.0
+        def loss(u):
+            return (F.softplus(-margins(u)) * mask).sum((1, 2)) + 0.5 * reg * (u ** 2).sum(1)
+
+        u = torch.zeros(len(part), f, dtype=y.dtype)
+        with torch.no_grad():
+            for _ in range(self.fold_in_iterations):
+                x = margins(u)
+                s = torch.sigmoid(-x)                                            # d(-log sig(x))/dx = -s
+                a, b = (s * mask).sum(2), (s * mask).sum(1)
+                grad = -(torch.einsum("bw,bwf->bf", a, ypf) - b @ ynf) + reg * u
+                c = s * (1 - s) * mask
+                cross = torch.einsum("bwf,bwn,ng->bfg", ypf, c, ynf)
+                hess = (torch.einsum("bw,bwf,bwg->bfg", c.sum(2), ypf, ypf)
+                        + torch.einsum("bn,nf,ng->bfg", c.sum(1), ynf, ynf)
+                        - cross - cross.transpose(1, 2) + reg * eye)
+                step = torch.linalg.solve(hess, grad[..., None])[..., 0]
+                # per-row backtracking: the largest of 1, 1/2, 1/4, 1/8 that lowers that row's loss
+                now, chosen = loss(u), torch.zeros(len(part), dtype=y.dtype)
+                for t in (1.0, 0.5, 0.25, 0.125):
+                    better = (loss(u - t * step) < now) & (chosen == 0)
+                    chosen = torch.where(better, torch.full_like(chosen, t), chosen)
+                u = u - chosen[:, None] * step
+        result = u.numpy().copy()
+        result[(pos_mask.sum(1) == 0).numpy()] = 0.0
         return result

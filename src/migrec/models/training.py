@@ -100,7 +100,9 @@ class SequenceTrainer:
         if len(windows) == 0:
             return losses
         self._softmax_items(m.seen_ > 0)
-        with self._only(trainable) as params:
+        # dropout draws from torch's generator: seed it from rng (and leave the global stream as it was)
+        with self._only(trainable) as params, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(rng.integers(2 ** 31)))
             opt = torch.optim.AdamW(params, lr=m.lr if lr is None else lr, weight_decay=m.weight_decay)
             try:
                 for _ in range(epochs):
