@@ -47,15 +47,21 @@ def load(name: str, data: Path):
     raise ValueError(f"unknown benchmark data set {name!r}")
 
 
-def run(name: str, data: Path, models: list[str], encoder: str, command: str):
+def run(name: str, data: Path, models: list[str], encoder: str, command: str, cap: float | None = None,
+        label: str | None = None):
     dataset = load(name, data)
     split = pipeline.prepare_split(dataset, encoder=encoder)
-    built = {m: pipeline.build_model(m, **PARAMS[name].get(m, {})) for m in models}
+    params = {m: dict(PARAMS[name].get(m, {})) for m in models}
+    if cap is not None:     # a safety cap only: early stopping on validation decides
+        for m in models:
+            if "max_train_seconds" in params[m]:
+                params[m]["max_train_seconds"] = cap
+    built = {m: pipeline.build_model(m, **params[m]) for m in models}
     result = Experiment(split, built, ks=(10, 20, 50), item_vectors=split.train.item_vectors).run()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{name}.json"
+    out = RESULTS / f"{label or name}.json"
     previous = _read(out)
-    payload = result.to_json(out, dataset=name, protocol=f"{split.protocol}; full ranking over all "
+    payload = result.to_json(out, dataset=label or name, protocol=f"{split.protocol}; full ranking over all "
                              f"{split.train.n_items} catalogue items, training items excluded; "
                              f"text encoder {encoder}", machine=machine_description(), command=command)
     kept = [r for r in previous["rows"] if r["model"] not in models] if previous else []  # rows not re-run
@@ -82,6 +88,9 @@ def main(argv=None) -> None:
     parser.add_argument("--datasets", nargs="+", default=["ml-100k", "ml-1m-u3k"])
     parser.add_argument("--models", default=",".join(ALL_MODELS))
     parser.add_argument("--encoder", default="st")
+    parser.add_argument("--max-train-seconds", type=float, default=None,
+                        help="safety cap per sequential model (default: the data set's own, 240 s / 840 s)")
+    parser.add_argument("--label", default=None, help="results name instead of the data set's (one data set)")
     parser.add_argument("--report-only", action="store_true",
                         help="redraw the charts and RESULTS.md from the JSON files without training")
     args = parser.parse_args(argv)
@@ -96,7 +105,8 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     command = "python benchmarks/run_core.py " + " ".join(sys.argv[1:] if argv is None else argv)
     for name in args.datasets:
-        run(name, Path(args.data), args.models.split(","), args.encoder, command.strip())
+        run(name, Path(args.data), args.models.split(","), args.encoder, command.strip(), args.max_train_seconds,
+            args.label)
     write_results_md()
 
 
