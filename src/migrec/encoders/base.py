@@ -58,6 +58,6 @@ class TextEncoder(ABC):
         return f"{type(self).__name__}({self.model_id!r})"
 
 
-def _norm_suffix(normalize: bool) -> str:
+def norm_suffix(normalize: bool) -> str:
     """Shared model-id suffix so normalised and raw vectors never share cache entries."""
     return "norm" if normalize else "raw"

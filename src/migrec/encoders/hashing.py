@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .base import TextEncoder, _norm_suffix
+from .base import TextEncoder, norm_suffix
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -43,7 +43,7 @@ class HashingEncoder(TextEncoder):
     @property
     def model_id(self) -> str:
         lo, hi = self.ngram
-        return f"hashing:{self._dim}:ng{lo}-{hi}:s{self.seed}:{_norm_suffix(self.normalize)}"
+        return f"hashing:{self._dim}:ng{lo}-{hi}:s{self.seed}:{norm_suffix(self.normalize)}"
 
     @property
     def dim(self) -> int:

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import requests
 
-from .base import TextEncoder, _norm_suffix
+from .base import TextEncoder, norm_suffix
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Dimensions of well-known OpenAI models, so `dim` needs no request for them.
@@ -68,7 +68,7 @@ class OpenAICompatibleEncoder(TextEncoder):
     def model_id(self) -> str:
         dims = f":d{self.dimensions}" if self.dimensions else ""
         # The URL is part of the id: two servers may serve different weights under one name.
-        return f"openai:{self.model}@{self.base_url}{dims}:{_norm_suffix(self.normalize)}"
+        return f"openai:{self.model}@{self.base_url}{dims}:{norm_suffix(self.normalize)}"
 
     @property
     def dim(self) -> int:

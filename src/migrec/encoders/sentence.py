@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import TextEncoder, _norm_suffix
+from .base import TextEncoder, norm_suffix
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _BUNDLED_ALIASES = {DEFAULT_MODEL, "sentence-transformers/" + DEFAULT_MODEL}
@@ -62,7 +62,7 @@ class SentenceTransformerEncoder(TextEncoder):
             name = str(Path(self.model_name).resolve())  # relative paths would be ambiguous
         else:
             name = self.model_name
-        return f"st:{name}:{_norm_suffix(self.normalize)}"
+        return f"st:{name}:{norm_suffix(self.normalize)}"
 
     @property
     def dim(self) -> int:
