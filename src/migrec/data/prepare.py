@@ -1,0 +1,598 @@
+"""Data preparation at scale: a partitioned Parquet log in, a prepared Parquet layout out.
+
+The same steps as the in-memory path (`clean` then `leave_one_out`), run out of core:
+
+1. ingest   the log (a Parquet file or a folder of Parquet files, hive partitions allowed; a local
+            path or any fsspec URL: s3://, hdfs://, gs://, ...) is read through pyarrow in record
+            batches, each event tagged with its place in the log (files in path order, rows in file
+            order) and hash-partitioned by user into buckets of about `bucket_events` events on a
+            local scratch folder;
+2. dedup    one event per (user, item, event type): the latest (timestamp, then log order);
+3. k-core   users with < user_k events and items with < item_k events dropped, repeated until
+            neither rule removes anything (item counts are global, user counts bucket-local);
+4. min history  users with fewer than max(min_history, 3) events dropped;
+5. coding   user codes = rank of the user id in sorted order (as `leave_one_out`), item codes =
+            position in the catalogue (catalogue order; without a catalogue, order of first
+            appearance in the log, as `load_table`'s minimal catalogue);
+6. split    chronological leave-one-out: each user's last event is "test", the second-last "valid",
+            the rest "train" (ties and missing timestamps keep log order).
+
+Memory is bounded by one bucket plus the per-user and per-item tables (codes and counts), not by
+the log: every pass over the events reads one bucket at a time, and the global passes (item counts,
+the sorted user list) run on Polars' streaming engine.
+
+Output (the "prepared" layout, also written by `migrec.data.spark.prepare_spark`):
+
+    OUT/events/part-NNNNN.parquet   user_code int64, item_code int64, timestamp float64 (null when
+                                    unknown), position int64 (0-based place in the user's history),
+                                    split string ("train" | "valid" | "test"); every user's events lie
+                                    in one file, sorted by (user_code, position)
+    OUT/users.parquet               user_code int64, user_id string (sorted by user_code)
+    OUT/items.parquet               item_code int64, item_id string, then the catalogue's other
+                                    columns (sorted by item_code; the whole catalogue, so items that
+                                    lost their events stay as cold items)
+    OUT/manifest.json               engine, parameters, counts and the cleaning report
+
+`read_prepared(OUT)` turns the layout back into a `Split` (the in-memory form models train on).
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from .cleaning import CleaningReport, StepReport
+from .schema import DOMAIN, EVENT, ITEM, TIME, USER, DataError
+from .split import EvalSet, Split, TrainSet
+
+# -- the prepared layout ----------------------------------------------------------------------
+USER_CODE, ITEM_CODE, POSITION, SPLIT = "user_code", "item_code", "position", "split"
+EVENT_COLUMNS = [USER_CODE, ITEM_CODE, TIME, POSITION, SPLIT]
+EVENTS_DIR, USERS_FILE, ITEMS_FILE, MANIFEST_FILE = "events", "users.parquet", "items.parquet", "manifest.json"
+ENGINES = ("polars", "spark")
+DEFAULT_EVENT = "interaction"  # the event type load_table gives a log without an event column
+ROW = "_row"                   # place of an event in the log (internal column)
+_PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+
+
+@dataclass
+class PrepareOptions:
+    """The cleaning and split parameters shared by every engine (same meaning as `clean`)."""
+
+    dedup: bool = True
+    keep: str = "last"
+    user_k: int = 0
+    item_k: int = 0
+    min_history: int = 3
+
+    def __post_init__(self):
+        if self.keep not in ("first", "last"):
+            raise ValueError(f"keep must be 'first' or 'last', not {self.keep!r}")
+        for name in ("user_k", "item_k", "min_history"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, not {getattr(self, name)!r}")
+
+    @property
+    def split_min(self) -> int:
+        """Users need this many events after cleaning (leave-one-out needs 3)."""
+        return max(int(self.min_history), 3)
+
+    def step_names(self) -> list[str]:
+        names = []
+        if self.dedup:
+            names.append(f"deduplicate (keep={self.keep})")
+        if self.user_k > 0 or self.item_k > 0:
+            names.append(f"k-core (users>={self.user_k}, items>={self.item_k})")
+        if self.min_history > 0:
+            names.append(f"min history {self.min_history}")
+        return names
+
+
+@dataclass
+class PrepareResult:
+    """What a preparation run wrote and counted."""
+
+    out: str
+    engine: str
+    events: int
+    users: int
+    items: int                  # catalogue size (the item universe)
+    report: CleaningReport
+    seconds: float
+    buckets: int = 1
+    split_counts: dict = field(default_factory=dict)
+    dropped_short: int = 0      # users cut by the split's own 3-event minimum (as leave_one_out)
+
+    def as_dict(self) -> dict:
+        return {"out": self.out, "engine": self.engine, "events": self.events, "users": self.users,
+                "items": self.items, "seconds": round(self.seconds, 3), "buckets": self.buckets,
+                "split_counts": self.split_counts, "dropped_short": self.dropped_short,
+                "cleaning": self.report.as_dict()}
+
+
+# -- shared helpers (both engines) --------------------------------------------------------------
+def filesystem(url: str, storage_options: dict | None = None):
+    """(fsspec filesystem, path inside it) for a local path or any fsspec URL."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(str(url), **(storage_options or {}))
+
+
+def parquet_files(url: str, storage_options: dict | None = None) -> tuple[object, list[str]]:
+    """The Parquet files of a log (one file, or every Parquet file under a folder), in path order.
+
+    Path order is the log's order: events of earlier files come first."""
+    fs, root = filesystem(url, storage_options)
+    if not fs.exists(root):
+        raise DataError("no such file or folder", file=str(url))
+    if fs.isdir(root):
+        files = sorted(p for p in fs.find(root)
+                       if PurePosixPath(p).suffix.lower() in _PARQUET_SUFFIXES
+                       and not any(part.startswith(("_", ".")) for part in PurePosixPath(p).relative_to(root).parts))
+    else:
+        files = [root]
+    if not files:
+        raise DataError("no Parquet files (*.parquet) in this folder", file=str(url))
+    return fs, files
+
+
+def log_dataset(url: str, storage_options: dict | None = None):
+    """The log as a pyarrow dataset (hive partition columns included), files in path order."""
+    import pyarrow.dataset as ds
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs, files = parquet_files(url, storage_options)
+    root = None
+    _, path = filesystem(url, storage_options)
+    if fs.isdir(path):
+        root = path
+    return ds.dataset(files, format="parquet", filesystem=PyFileSystem(FSSpecHandler(fs)),
+                      partitioning=ds.partitioning(flavor="hive") if root else None,
+                      partition_base_dir=root)
+
+
+def log_mapping(names: list[str], columns: dict | None, where: str) -> dict:
+    """role -> source column of the log (default: the schema names present)."""
+    roles = (USER, ITEM, TIME, EVENT, DOMAIN)
+    if columns is None:
+        columns = {role: role for role in roles if role in names}
+    unknown = set(columns) - set(roles)
+    if unknown:
+        raise ValueError(f"unknown schema columns {sorted(unknown)}; use some of {list(roles)}")
+    for role in (USER, ITEM):
+        if role not in columns:
+            raise ValueError(f"columns must map {role!r} to a column of the log")
+    for role, source in columns.items():
+        if source not in names:
+            raise DataError(f"missing column {source!r} (mapped to {role!r}); the log has {names}",
+                            file=where, field=source)
+    return dict(columns)
+
+
+def read_catalogue(url: str | None, storage_options: dict | None = None) -> pd.DataFrame | None:
+    """The catalogue (a Parquet file with an item_id column; its row order is the item order)."""
+    if url is None:
+        return None
+    import pyarrow.parquet as pq
+
+    fs, path = filesystem(url, storage_options)
+    if not fs.exists(path):
+        raise DataError("no such file", file=str(url))
+    if fs.isdir(path):
+        raise DataError("the catalogue must be one Parquet file (its row order is the item order)", file=str(url))
+    with fs.open(path, "rb") as fh:
+        frame = pq.read_table(fh).to_pandas()
+    if ITEM not in frame.columns:
+        raise DataError(f"the catalogue lacks the column {ITEM!r} (has {list(frame.columns)})",
+                        file=str(url), field=ITEM)
+    frame[ITEM] = frame[ITEM].astype(str)
+    dup = frame[ITEM].duplicated()
+    if dup.any():
+        raise DataError(f"item id {frame.loc[dup, ITEM].iloc[0]!r} appears twice in the catalogue",
+                        file=str(url), field=ITEM)
+    return frame.reset_index(drop=True)
+
+
+def items_table(catalogue: pd.DataFrame) -> pd.DataFrame:
+    """items.parquet: item_code then the catalogue's columns (item_id first)."""
+    cols = [ITEM] + [c for c in catalogue.columns if c != ITEM]
+    frame = catalogue[cols].reset_index(drop=True)
+    for c in cols:
+        if frame[c].dtype == object or str(frame[c].dtype).startswith("str"):
+            frame[c] = frame[c].astype(str)
+    frame.insert(0, ITEM_CODE, np.arange(len(frame), dtype=np.int64))
+    return frame
+
+
+def write_frame(frame, fs, path: str) -> None:
+    """Write a pandas or polars frame to `path` on `fs` as Parquet."""
+    with fs.open(path, "wb") as fh:
+        if isinstance(frame, pd.DataFrame):
+            frame.to_parquet(fh, index=False)
+        else:
+            frame.write_parquet(fh)
+
+
+def report_from_sizes(sizes: list[tuple[int, int, int]], names: list[str]) -> CleaningReport:
+    """A CleaningReport from (events, users, items) before the first step and after each step."""
+    e, u, i = sizes[0]
+    report = CleaningReport(e, u, i)
+    for name, before, after in zip(names, sizes[:-1], sizes[1:]):
+        report.steps.append(StepReport(name, before[0] - after[0], before[1] - after[1], before[2] - after[2],
+                                       *after))
+    return report
+
+
+def write_manifest(fs, root: str, result: PrepareResult, options: PrepareOptions, source: str,
+                   catalogue: str | None) -> None:
+    manifest = {"format": "migrec-prepared", "version": 1, "source": source, "catalogue": catalogue,
+                "options": {"dedup": options.dedup, "keep": options.keep, "user_k": options.user_k,
+                            "item_k": options.item_k, "min_history": options.min_history},
+                "layout": {"events": f"{EVENTS_DIR}/*.parquet", "event_columns": EVENT_COLUMNS,
+                           "users": USERS_FILE, "items": ITEMS_FILE},
+                **result.as_dict()}
+    with fs.open(f"{root}/{MANIFEST_FILE}", "w") as fh:
+        fh.write(json.dumps(manifest, indent=1) + "\n")
+
+
+def clear_output(fs, root: str) -> None:
+    """Make `root` an empty prepared folder (an earlier events/ folder would mix two runs)."""
+    fs.makedirs(root, exist_ok=True)
+    if fs.exists(f"{root}/{EVENTS_DIR}"):
+        fs.rm(f"{root}/{EVENTS_DIR}", recursive=True)
+    fs.makedirs(f"{root}/{EVENTS_DIR}", exist_ok=True)
+
+
+# -- the single-machine engine (Polars) ------------------------------------------------------------
+class _Buckets:
+    """Events hash-partitioned by user on a local scratch folder; one Parquet file per bucket."""
+
+    def __init__(self, folder: Path, n: int):
+        self.folder, self.n = folder, n
+        for b in range(n):
+            (folder / f"b{b:05d}").mkdir(parents=True, exist_ok=True)
+
+    def parts(self, b: int) -> list[Path]:
+        return sorted((self.folder / f"b{b:05d}").glob("*.parquet"))
+
+    def read(self, b: int):
+        import polars as pl
+
+        parts = self.parts(b)
+        if not parts:
+            return None
+        return pl.concat([pl.read_parquet(p) for p in parts], how="vertical")
+
+    def replace(self, b: int, frame) -> None:
+        for p in self.parts(b):
+            p.unlink()
+        if frame is not None and frame.height:
+            frame.write_parquet(self.folder / f"b{b:05d}" / "all.parquet")
+
+    def scan(self):
+        import polars as pl
+
+        files = [str(p) for b in range(self.n) for p in self.parts(b)]
+        return pl.scan_parquet(files) if files else None
+
+
+def _ingest(dataset, mapping: dict, buckets: _Buckets, batch_rows: int, where: str) -> int:
+    """Read the log batch by batch into user-hashed buckets; returns the number of events."""
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    sources = list(dict.fromkeys(mapping.values()))
+    offset, chunk = 0, 0
+    for batch in dataset.to_batches(columns=sources, batch_size=batch_rows, use_threads=True):
+        n = batch.num_rows
+        if not n:
+            continue
+        cols = {}
+        for role in (USER, ITEM, EVENT):
+            if role in mapping:
+                arr = batch.column(mapping[role])
+                if arr.null_count:
+                    raise DataError(f"{arr.null_count} empty values", file=where, field=mapping[role])
+                cols[role] = arr.cast(pa.string())
+        if TIME in mapping:
+            arr = batch.column(mapping[TIME])
+            if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
+                arr = arr.cast(pa.timestamp("us")).cast(pa.int64())
+                arr = pc.divide(arr.cast(pa.float64()), 1e6)
+            elif not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
+                raise DataError(f"timestamps must be numbers (epoch seconds) or Parquet timestamps, not {arr.type}",
+                                file=where, field=mapping[TIME])
+            cols[TIME] = arr.cast(pa.float64())
+        frame = pl.from_arrow(pa.table(cols))
+        if TIME not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias(TIME))
+        if EVENT not in frame.columns:
+            frame = frame.with_columns(pl.lit(DEFAULT_EVENT).alias(EVENT))
+        frame = frame.with_columns(
+            pl.col(TIME).fill_nan(None),
+            (pl.int_range(n, dtype=pl.Int64) + offset).alias(ROW),
+            (pl.col(USER).hash(seed=17) % buckets.n).cast(pl.Int32).alias("_bucket"),
+        ).select(USER, ITEM, EVENT, TIME, ROW, "_bucket")
+        for (b,), part in frame.partition_by("_bucket", as_dict=True).items():
+            part.drop("_bucket").write_parquet(buckets.folder / f"b{b:05d}" / f"c{chunk:07d}.parquet")
+        offset += n
+        chunk += 1
+    return offset
+
+
+def _order_key():
+    """Chronological key: missing timestamps first (-inf), then log order."""
+    import polars as pl
+
+    return pl.col(TIME).fill_null(-math.inf)
+
+
+def _sizes(buckets: _Buckets) -> tuple[int, int, int]:
+    import polars as pl
+
+    lf = buckets.scan()
+    if lf is None:
+        return 0, 0, 0
+    # users live in one bucket each, so counting unique ids over the whole scan is exact
+    got = lf.select(pl.len().alias("e"), pl.col(USER).n_unique().alias("u"),
+                    pl.col(ITEM).n_unique().alias("i")).collect(engine="streaming")
+    return int(got["e"][0]), int(got["u"][0]), int(got["i"][0])
+
+
+def _item_counts(buckets: _Buckets):
+    import polars as pl
+
+    lf = buckets.scan()
+    if lf is None:
+        return pl.DataFrame({ITEM: [], "_n": []}, schema={ITEM: pl.String, "_n": pl.UInt32})
+    return lf.group_by(ITEM).agg(pl.len().alias("_n")).collect(engine="streaming")
+
+
+def _dedup(buckets: _Buckets, keep: str) -> None:
+    import polars as pl
+
+    for b in range(buckets.n):
+        frame = buckets.read(b)
+        if frame is None:
+            continue
+        frame = (frame.with_columns(_order_key().alias("_t")).sort(["_t", ROW])
+                 .unique(subset=[USER, ITEM, EVENT], keep=keep, maintain_order=True)
+                 .drop("_t").sort(ROW))
+        buckets.replace(b, frame)
+
+
+def _k_core(buckets: _Buckets, user_k: int, item_k: int) -> int:
+    """Iterate to the fixed point; returns the number of rounds."""
+    import polars as pl
+
+    rounds = 0
+    while True:
+        rounds += 1
+        counts = _item_counts(buckets)
+        removed = 0
+        for b in range(buckets.n):
+            frame = buckets.read(b)
+            if frame is None:
+                continue
+            kept = (frame.join(counts, on=ITEM, how="left", maintain_order="left")
+                    .filter((pl.len().over(USER) >= user_k) & (pl.col("_n") >= item_k)).drop("_n"))
+            if kept.height < frame.height:
+                removed += frame.height - kept.height
+                buckets.replace(b, kept)
+        if not removed:
+            return rounds
+
+
+def _min_history(buckets: _Buckets, n: int) -> None:
+    import polars as pl
+
+    for b in range(buckets.n):
+        frame = buckets.read(b)
+        if frame is None:
+            continue
+        kept = frame.filter(pl.len().over(USER) >= n)
+        if kept.height < frame.height:
+            buckets.replace(b, kept)
+
+
+def _item_codes(catalogue: pd.DataFrame | None, buckets: _Buckets, where: str):
+    """item_id -> item_code (polars frame) and the catalogue to write, checked against the log."""
+    import polars as pl
+
+    lf = buckets.scan()
+    if catalogue is None:
+        if lf is None:
+            firsts = pl.DataFrame({ITEM: []}, schema={ITEM: pl.String})
+        else:
+            firsts = (lf.group_by(ITEM).agg(pl.col(ROW).min()).sort(ROW).select(ITEM)
+                      .collect(engine="streaming"))
+        catalogue = pd.DataFrame({ITEM: firsts[ITEM].to_list()})
+        catalogue[ITEM] = catalogue[ITEM].astype(str)
+    codes = pl.DataFrame({ITEM: pl.Series(catalogue[ITEM].tolist(), dtype=pl.String),
+                          ITEM_CODE: np.arange(len(catalogue), dtype=np.int64)})
+    if lf is not None:
+        unknown = (lf.select(ITEM).unique().join(codes.lazy(), on=ITEM, how="anti")
+                   .collect(engine="streaming"))
+        if unknown.height:
+            raise DataError(f"item {unknown[ITEM][0]!r} is in the log but not in the catalogue "
+                            f"({unknown.height} such items)", file=where, field=ITEM)
+    return codes, catalogue
+
+
+def _auto_buckets(n_events: int, bucket_events: int) -> int:
+    return max(1, math.ceil(n_events / max(1, int(bucket_events))))
+
+
+def prepare_polars(log: str, out: str, *, catalogue: str | None = None, columns: dict | None = None,
+                   options: PrepareOptions | None = None, bucket_events: int = 1_000_000,
+                   batch_rows: int = 262_144, workdir: str | None = None,
+                   storage_options: dict | None = None, progress: bool = False) -> PrepareResult:
+    """Prepare `log` (Parquet file or folder, local or fsspec URL) into `out`, out of core with Polars."""
+    import polars as pl
+
+    options = options or PrepareOptions()
+    started = time.time()
+    say = print if progress else (lambda *a, **k: None)
+    dataset = log_dataset(log, storage_options)
+    mapping = log_mapping(list(dataset.schema.names), columns, str(log))
+    cat = read_catalogue(catalogue, storage_options)
+    n_rows = dataset.count_rows()
+    scratch = Path(tempfile.mkdtemp(prefix="migrec-prepare-", dir=workdir))
+    try:
+        buckets = _Buckets(scratch, _auto_buckets(n_rows, bucket_events))
+        n = _ingest(dataset, mapping, buckets, batch_rows, str(log))
+        say(f"ingested {n} events into {buckets.n} bucket(s) ({time.time() - started:.1f} s)")
+        codes, cat = _item_codes(cat, buckets, str(log))
+        sizes = [_sizes(buckets)]
+        if options.dedup:
+            _dedup(buckets, options.keep)
+            sizes.append(_sizes(buckets))
+        if options.user_k > 0 or options.item_k > 0:
+            rounds = _k_core(buckets, options.user_k, options.item_k)
+            sizes.append(_sizes(buckets))
+            say(f"k-core: fixed point after {rounds} round(s)")
+        if options.min_history > 0:
+            _min_history(buckets, options.min_history)
+            sizes.append(_sizes(buckets))
+        report = report_from_sizes(sizes, options.step_names())
+        users_before_split = sizes[-1][1]
+        if options.split_min > options.min_history:
+            _min_history(buckets, options.split_min)
+
+        # user codes: rank in sorted id order (as np.unique in leave_one_out)
+        lf = buckets.scan()
+        users = (lf.select(USER).unique().sort(USER).collect(engine="streaming") if lf is not None
+                 else pl.DataFrame({USER: []}, schema={USER: pl.String}))
+        users = users.with_columns(pl.int_range(users.height, dtype=pl.Int64).alias(USER_CODE))
+
+        fs, root = filesystem(out, storage_options)
+        clear_output(fs, root)
+        split_counts = {"train": 0, "valid": 0, "test": 0}
+        events = 0
+        for b in range(buckets.n):
+            frame = buckets.read(b)
+            if frame is None:
+                continue
+            frame = (frame.with_columns(_order_key().alias("_t")).sort([USER, "_t", ROW])
+                     .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).over(USER).alias(POSITION),
+                                   pl.len().over(USER).cast(pl.Int64).alias("_n"))
+                     .with_columns(pl.when(pl.col(POSITION) == pl.col("_n") - 1).then(pl.lit("test"))
+                                   .when(pl.col(POSITION) == pl.col("_n") - 2).then(pl.lit("valid"))
+                                   .otherwise(pl.lit("train")).alias(SPLIT))
+                     .join(users, on=USER, how="left").join(codes, on=ITEM, how="left")
+                     .select(EVENT_COLUMNS).sort([USER_CODE, POSITION]))
+            for name, count in frame.group_by(SPLIT).len().iter_rows():
+                split_counts[name] += int(count)
+            events += frame.height
+            write_frame(frame, fs, f"{root}/{EVENTS_DIR}/part-{b:05d}.parquet")
+        write_frame(users.select(USER_CODE, USER), fs, f"{root}/{USERS_FILE}")
+        write_frame(items_table(cat), fs, f"{root}/{ITEMS_FILE}")
+        result = PrepareResult(str(out), "polars", events, users.height, len(cat), report, time.time() - started,
+                               buckets=buckets.n, split_counts=split_counts,
+                               dropped_short=users_before_split - users.height)
+        write_manifest(fs, root, result, options, str(log), catalogue)
+        say(f"wrote {out}: {events} events, {users.height} users, {len(cat)} items ({result.seconds:.1f} s)")
+        return result
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def prepare(log: str, out: str, *, engine: str = "polars", catalogue: str | None = None,
+            columns: dict | None = None, dedup: bool = True, keep: str = "last", user_k: int = 0,
+            item_k: int = 0, min_history: int = 3, storage_options: dict | None = None,
+            progress: bool = False, **engine_kw) -> PrepareResult:
+    """Prepare a Parquet interaction log into the prepared layout (see the module doc).
+
+    log: a Parquet file or folder (hive partitions allowed), local or an fsspec URL, with the
+    schema's columns (user_id, item_id, optional timestamp in epoch seconds, optional event) or
+    others named by `columns` (role -> column). catalogue: optional Parquet file with item_id
+    (its order is the item order). engine: "polars" (one machine, out of core) or "spark"
+    (`migrec[spark]`; `spark=` a SparkSession, else a local one). Engine keywords: polars
+    `bucket_events`, `batch_rows`, `workdir`; spark `spark`, `master`, `shuffle_partitions`.
+    """
+    options = PrepareOptions(dedup=dedup, keep=keep, user_k=int(user_k), item_k=int(item_k),
+                             min_history=int(min_history))
+    if engine == "polars":
+        return prepare_polars(log, out, catalogue=catalogue, columns=columns, options=options,
+                              storage_options=storage_options, progress=progress, **engine_kw)
+    if engine == "spark":
+        from .spark import prepare_spark
+
+        return prepare_spark(log, out, catalogue=catalogue, columns=columns, options=options,
+                             storage_options=storage_options, progress=progress, **engine_kw)
+    raise ValueError(f"unknown engine {engine!r}; use one of {ENGINES}")
+
+
+# -- reading the layout back ------------------------------------------------------------------------
+def read_prepared_frames(path: str, storage_options: dict | None = None) -> dict:
+    """{"events", "users", "items"} as pandas frames (events sorted by user_code, position)."""
+    import pyarrow.parquet as pq
+
+    fs, root = filesystem(path, storage_options)
+    if not fs.exists(f"{root}/{MANIFEST_FILE}"):
+        raise DataError(f"not a prepared folder (no {MANIFEST_FILE}); write one with `migrec prepare --engine "
+                        "polars|spark`", file=str(path))
+
+    def table(where: str) -> pd.DataFrame:
+        """One Parquet file, or a folder of parts (as Spark writes them), as one frame."""
+        files = (sorted(p for p in fs.find(where) if p.endswith(".parquet")) if fs.isdir(where) else [where])
+        parts = []
+        for p in files:
+            with fs.open(p, "rb") as fh:
+                parts.append(pq.read_table(fh).to_pandas())
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+    events = table(f"{root}/{EVENTS_DIR}")
+    if not len(events.columns):
+        events = pd.DataFrame({c: pd.Series(dtype=t) for c, t in
+                               zip(EVENT_COLUMNS, ["int64", "int64", "float64", "int64", "object"])})
+    events = events[EVENT_COLUMNS].sort_values([USER_CODE, POSITION], kind="stable").reset_index(drop=True)
+    users = table(f"{root}/{USERS_FILE}").sort_values(USER_CODE).reset_index(drop=True)
+    items = table(f"{root}/{ITEMS_FILE}").sort_values(ITEM_CODE).reset_index(drop=True)
+    return {"events": events, "users": users, "items": items}
+
+
+def read_prepared(path: str, storage_options: dict | None = None) -> Split:
+    """A prepared folder as the in-memory `Split` (train sequences, valid and test cases)."""
+    frames = read_prepared_frames(path, storage_options)
+    events, users, items = frames["events"], frames["users"], frames["items"]
+    n_users = len(users)
+    uc = events[USER_CODE].to_numpy(dtype=np.int64)
+    bounds = np.searchsorted(uc, np.arange(n_users + 1))
+    codes = events[ITEM_CODE].to_numpy(dtype=np.int64)
+    times = events[TIME].to_numpy(dtype=np.float64)
+    seqs = [codes[bounds[u]:bounds[u + 1]] for u in range(n_users)]
+    stamps = [times[bounds[u]:bounds[u + 1]] for u in range(n_users)]
+    catalogue = items.drop(columns=[ITEM_CODE]).reset_index(drop=True)
+    train = TrainSet(users["user_id"].astype(str).to_numpy(dtype=object),
+                     catalogue[ITEM].astype(str).to_numpy(dtype=object), [s[:-2] for s in seqs], catalogue,
+                     timestamps=[t[:-2] for t in stamps])
+    idx = np.arange(n_users)
+    valid = EvalSet(idx, [s[:-2] for s in seqs], [s[-2:-1] for s in seqs])
+    test = EvalSet(idx, [s[:-1] for s in seqs], [s[-1:] for s in seqs])
+    return Split(train, valid, test, name=PurePosixPath(str(path).rstrip("/")).name,
+                 protocol="leave-one-out (last=test, second-last=valid), prepared out of core")
+
+
+def write_log(interactions: pd.DataFrame, folder: str, files: int = 1, storage_options: dict | None = None) -> list[str]:
+    """Write an interaction frame as a Parquet log of `files` parts (in order: part-00000 first).
+
+    The inverse of reading a log; handy to turn a data set loaded in memory into the input of
+    `prepare` (and for tests and benchmarks)."""
+    fs, root = filesystem(folder, storage_options)
+    fs.makedirs(root, exist_ok=True)
+    cuts = np.linspace(0, len(interactions), max(1, int(files)) + 1).astype(int)
+    paths = []
+    for k, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:])):
+        path = f"{root}/part-{k:05d}.parquet"
+        write_frame(interactions.iloc[lo:hi].reset_index(drop=True), fs, path)
+        paths.append(path)
+    return paths
