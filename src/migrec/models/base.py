@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import copy
 import inspect
+import threading
 from pathlib import Path
 
 import numpy as np
 
-from . import artifact
+from . import artifact, retrieval
 
-_RUNTIME = ("_lookup", "_cache", "_lock")   # caches and locks: never copied or saved
+# caches and locks: never copied or saved ("_ann": the ANN index, models.retrieval)
+_RUNTIME = ("_lookup", "_cache", "_lock", "_item_matrix", "_ann", "_ann_lock")
 
 
 class Recommender:
@@ -67,7 +69,10 @@ class Recommender:
 
     def clone(self) -> "Recommender":
         """A deep copy, fitted state included: update it while this one keeps serving."""
-        return copy.deepcopy(self)
+        twin = copy.deepcopy(self)
+        if self.__dict__.get("_ann") is not None:
+            twin._ann = self._ann     # read-only: the clone patches a copy of it after an update
+        return twin
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k not in _RUNTIME}
@@ -113,6 +118,39 @@ class Recommender:
         arr = np.asarray(out, dtype=np.int64)
         return arr[arr >= 0]
 
+    # -- dot-product models: approximate retrieval for large catalogues (models.retrieval) --
+    def item_matrix(self) -> np.ndarray | None:
+        """Item vectors v [n_items, d] with score(h, i) = query_vectors([h])[0] · v[i], or None
+        when the model's scores are not such a dot product (then recommend always scores exactly)."""
+        return None
+
+    def query_vectors(self, histories: list) -> np.ndarray:
+        """Query vectors q(h) [len(histories), d] of item-index histories (see item_matrix)."""
+        raise NotImplementedError(f"{type(self).__name__} scores are not a dot product of query and item vectors")
+
+    def ann_index(self):
+        """The ANN index (`models.retrieval.ANNIndex`) recommend uses, or None: built at first use
+        and cached while the item matrix stays the same; None below `ann_threshold` items, when
+        the threshold is None, or when the model has no item_matrix. Call it on an updated clone
+        before swapping it in, so the first request does not pay the build."""
+        threshold = getattr(self, "ann_threshold", None)
+        if threshold is None or self.n_items < threshold:
+            return None
+        matrix = self.item_matrix()
+        if matrix is None:
+            return None
+        entry = self.__dict__.get("_ann")
+        if entry is not None and entry.matrix is matrix:
+            return entry
+        with self.__dict__.setdefault("_ann_lock", threading.Lock()):
+            entry = self.__dict__.get("_ann")
+            if entry is None:
+                entry = retrieval.build(matrix)
+            elif entry.matrix is not matrix:
+                entry = retrieval.update(entry, matrix)
+            self._ann = entry
+        return entry
+
     # -- raw-id answers, all built on score_histories -------------------------------------
     def score(self, histories, items, unknown: str = "raise") -> np.ndarray:
         """Scores of the raw item ids `items` for each raw-id history: [len(histories), len(items)]."""
@@ -133,6 +171,15 @@ class Recommender:
         if exclude is not None and len(exclude) != len(histories):
             raise ValueError(f"exclude has {len(exclude)} entries for {len(histories)} histories")
         idx = [self.item_index(h, unknown) for h in histories]
+        ann = self.ann_index()
+        if ann is not None:      # a large catalogue: approximate top-k, same exclusions and filters
+            allowed = None if candidates is None else np.unique(self.item_index(candidates))
+            excluded = [np.union1d(h if exclude_seen else [],
+                                   [] if exclude is None else self.item_index(exclude[row], "drop")).astype(np.int64)
+                        for row, h in enumerate(idx)]
+            top, scores = retrieval.search(ann, self.query_vectors(idx), k, excluded, allowed,
+                                           exact_below=self.ann_threshold)
+            return self.item_ids_[top], scores
         scores = np.array(self.score_histories(idx), dtype=np.float32, copy=True)
         scores[np.isnan(scores)] = -np.inf
         n_allowed = scores.shape[1]

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from .base import Recommender
 from .incremental import coerce_events
+from .retrieval import DEFAULT_THRESHOLD
 
 
 class _ImplicitMF(Recommender):
@@ -47,15 +48,23 @@ class _ImplicitMF(Recommender):
     def score_histories(self, histories):
         return self.user_vectors(histories) @ self.item_factors_.T
 
+    def query_vectors(self, histories) -> np.ndarray:
+        return self.user_vectors(histories)
+
+    def item_matrix(self) -> np.ndarray:
+        return self.item_factors_
+
 
 class ALS(_ImplicitMF):
     name = "als"
     registry = "als"
 
     def __init__(self, factors: int = 64, regularization: float = 0.05, alpha: float = 10.0,
-                 iterations: int = 15, seed: int = 0, threads: int = 0):
+                 iterations: int = 15, seed: int = 0, threads: int = 0,
+                 ann_threshold: int | None = DEFAULT_THRESHOLD):
         self.factors, self.regularization, self.alpha = factors, regularization, alpha
         self.iterations, self.seed, self.threads = iterations, seed, threads
+        self.ann_threshold = ann_threshold   # from this many items recommend uses a FAISS index
 
     def _build(self):
         from implicit.cpu.als import AlternatingLeastSquares
@@ -120,10 +129,11 @@ class BPR(_ImplicitMF):
 
     def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01,
                  iterations: int = 100, seed: int = 0, threads: int = 0, fold_in_negatives: int = 128,
-                 fold_in_iterations: int = 8):
+                 fold_in_iterations: int = 8, ann_threshold: int | None = DEFAULT_THRESHOLD):
         self.factors, self.learning_rate, self.regularization = factors, learning_rate, regularization
         self.iterations, self.seed, self.threads = iterations, seed, threads
         self.fold_in_negatives, self.fold_in_iterations = fold_in_negatives, fold_in_iterations
+        self.ann_threshold = ann_threshold   # from this many items recommend uses a FAISS index
 
     def _build(self):
         from implicit.cpu.bpr import BayesianPersonalizedRanking

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from . import artifact
 from .base import Recommender
 from .incremental import coerce_events
+from .retrieval import DEFAULT_THRESHOLD
 from .training import SequenceTrainer, new_event_windows, replay_windows
 from .transformer import CausalTransformer, last_position, resolve_device, right_pad
 
@@ -38,7 +39,8 @@ class SequentialRecommender(Recommender):
                  weight_decay: float = 0.0, temperature: float = 1.0, normalize: bool = False,
                  patience: int = 5, eval_every: int = 1, device: str = "auto", seed: int = 0,
                  progress: bool = True, max_train_seconds: float | None = None, bf16: bool = False,
-                 negatives: int | None = None, softmax_over: str = "all"):
+                 negatives: int | None = None, softmax_over: str = "all",
+                 ann_threshold: int | None = DEFAULT_THRESHOLD):
         self.hidden, self.layers, self.heads, self.dropout = hidden, layers, heads, dropout
         self.max_len, self.epochs, self.batch_size, self.lr = max_len, epochs, batch_size, lr
         self.weight_decay, self.temperature, self.normalize = weight_decay, temperature, normalize
@@ -52,6 +54,8 @@ class SequentialRecommender(Recommender):
         # training is never a positive, so as a negative it would only be pushed down; a
         # text-based model must leave such (new) items where their text puts them.
         self.softmax_over = softmax_over
+        # catalogue size from which recommend answers from a FAISS index (models.retrieval); None = never
+        self.ann_threshold = ann_threshold
 
     # -- subclass hooks -------------------------------------------------------------------
     def _prepare_items(self, train) -> None:
@@ -201,7 +205,7 @@ class SequentialRecommender(Recommender):
     # -- read-only scoring ---------------------------------------------------------------------
     def weights_changed(self) -> None:
         """Drop the cached inference item table (after training steps or new items)."""
-        self._cache = None
+        self._cache = self._item_matrix = None    # the ANN index follows the new item matrix
 
     def _inference_table(self) -> torch.Tensor:
         table = self.__dict__.get("_cache")
@@ -237,6 +241,28 @@ class SequentialRecommender(Recommender):
         with torch.inference_mode():
             vec = torch.as_tensor(np.asarray(vectors), dtype=table.dtype, device=table.device)
             return self.logits(vec, table).float().cpu().numpy()
+
+    def query_vectors(self, histories) -> np.ndarray:
+        """f(h) / temperature (unit-length first when normalize): score = query · item_matrix row."""
+        vec = torch.from_numpy(self.interest_vectors(histories))
+        if self.normalize:
+            vec = F.normalize(vec, dim=-1)
+        return (vec / self.temperature).numpy()
+
+    def item_matrix(self) -> np.ndarray:
+        """The inference item table without its padding row (unit rows when normalize), cached with it."""
+        matrix = self.__dict__.get("_item_matrix")
+        if matrix is None:       # a copy (the table may be a parameter itself); dropped by weights_changed
+            table = self._inference_table()
+            with self.__dict__.setdefault("_lock", threading.Lock()), torch.no_grad():
+                matrix = self.__dict__.get("_item_matrix")
+                if matrix is None:
+                    rows = table[1:].detach().float().cpu()
+                    if self.normalize:
+                        rows = F.normalize(rows, dim=-1)
+                    matrix = np.array(rows.numpy(), dtype=np.float32, order="C", copy=True)
+                    self._item_matrix = matrix
+        return matrix
 
     # -- explanation ------------------------------------------------------------------------------
     def explain(self, history, item, steps: int = 64, catalogue: pd.DataFrame | None = None,
