@@ -16,13 +16,32 @@ CATALOGUE_FILE = "catalogue.parquet"  # in a model folder: the items (ids, title
 
 
 def cmd_prepare(args) -> None:
-    from ..data import clean
+    if args.engine == "memory":
+        from ..data import clean
 
-    dataset = load_data(args)
-    dataset, report = clean(dataset, user_k=args.user_k, item_k=args.item_k, min_history=args.min_history)
-    print(report)
-    dataset.to_parquet(args.out)
-    print(f"wrote {args.out}: {dataset.summary()}")
+        dataset = load_data(args)
+        dataset, report = clean(dataset, user_k=args.user_k, item_k=args.item_k, min_history=args.min_history)
+        print(report)
+        dataset.to_parquet(args.out)
+        print(f"wrote {args.out}: {dataset.summary()}")
+        return
+    from ..data import DataError
+    from ..data.prepare import prepare
+
+    if not args.path:
+        raise SystemExit(f"--engine {args.engine}: give --path, a Parquet log (file or folder, local or URL)")
+    columns = None
+    if args.columns:
+        columns = dict(part.split("=", 1) for part in args.columns.split(","))
+    engine_kw = {"master": args.master} if args.engine == "spark" else {}
+    try:
+        result = prepare(args.path, args.out, engine=args.engine, catalogue=args.catalogue, columns=columns,
+                         user_k=args.user_k, item_k=args.item_k, min_history=args.min_history, progress=True,
+                         **engine_kw)
+    except (DataError, ImportError) as err:
+        raise SystemExit(f"migrec prepare: {err}") from None
+    print(result.report)
+    print(f"split: {result.split_counts}; users left out by the 3-event minimum: {result.dropped_short}")
 
 
 def cmd_encode(args) -> None:
@@ -82,11 +101,21 @@ def cmd_evaluate(args) -> None:
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("prepare", help="load, clean and write a data set as Parquet")
+    p = sub.add_parser("prepare", help="load, clean and write a data set as Parquet (in memory, or out of core "
+                                       "with Polars, or on Spark)")
     data_args(p)
     p.add_argument("--user-k", type=int, default=0, help="k-core: minimum events per user")
     p.add_argument("--item-k", type=int, default=0, help="k-core: minimum events per item")
     p.add_argument("--out", required=True, help="output folder (local path or fsspec URL)")
+    p.add_argument("--engine", default="memory", choices=["memory", "polars", "spark"],
+                   help="memory: load --dataset, clean, write interactions + catalogue; polars (one machine, "
+                        "out of core) or spark: --path is a Parquet log, output is the prepared layout "
+                        "(events coded and split leave-one-out, users, items)")
+    p.add_argument("--catalogue", default=None, help="polars/spark: Parquet catalogue with item_id (its order is "
+                                                    "the item order); default: items in order of first appearance")
+    p.add_argument("--columns", default=None, help="polars/spark: schema=column pairs, e.g. "
+                                                  "user_id=uid,item_id=movie,timestamp=ts")
+    p.add_argument("--master", default="local[2]", help="spark: the master URL (default local[2])")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("encode", help="encode the catalogue's item text (cached on disk)")

@@ -38,6 +38,7 @@ def spark_session(master: str = "local[2]", shuffle_partitions: int = 4, app: st
         raise ImportError("the Spark engine needs PySpark: pip install 'migrec[spark]'") from None
     builder = (SparkSession.builder.master(master).appName(app)
                .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.shuffle.partitions", str(int(shuffle_partitions)))
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.adaptive.enabled", "true"))
@@ -66,12 +67,10 @@ def _read_log(spark, log: str, mapping: dict, where: str):
         cols.append(F.when(F.isnan(ts), F.lit(None).cast("double")).otherwise(ts).alias(TIME))
     else:
         cols.append(F.lit(None).cast("double").alias(TIME))
+    # log order: files by path, rows by their place in the file (one task reads a whole file, and
+    # monotonically_increasing_id grows in reading order within a task)
     frame = raw.select(*cols, F.input_file_name().alias(_FILE), F.monotonically_increasing_id().alias(_MONO))
-    files = sorted(r[0] for r in frame.select(_FILE).distinct().collect())
-    ranks = spark.createDataFrame(pd.DataFrame({_FILE: files, "_rank": range(len(files))}))
-    frame = (frame.join(F.broadcast(ranks), on=_FILE).drop(_FILE).withColumnRenamed("_rank", _FILE)
-             .withColumn(_T, F.coalesce(F.col(TIME), F.lit(float("-inf")))))
-    return frame.localCheckpoint(eager=True)
+    return frame.withColumn(_T, F.coalesce(F.col(TIME), F.lit(float("-inf")))).cache()
 
 
 def _sizes(frame) -> tuple[int, int, int]:
@@ -94,7 +93,7 @@ def _dense_codes(frame, column: str, code: str):
         offsets.append((pid, total))
         total += n
     spark = frame.sparkSession
-    table = spark.createDataFrame(pd.DataFrame(offsets or [(0, 0)], columns=["_pid", "_off"]))
+    table = spark.createDataFrame(offsets or [(0, 0)], "_pid int, _off long")
     coded = (ranged.join(F.broadcast(table), on="_pid")
              .select(column, (F.col("_off") + F.col("_mid") - F.shiftleft(F.col("_pid").cast("long"), 33))
                      .cast("long").alias(code)))
@@ -129,22 +128,21 @@ def prepare_spark(log: str, out: str, *, catalogue: str | None = None, columns: 
         cat = read_catalogue(catalogue, storage_options)
         if cat is None:
             firsts = (frame.groupBy(ITEM).agg(F.min(F.struct(_FILE, _MONO)).alias("_first"))
-                      .orderBy("_first").select(ITEM).toPandas())
-            cat = pd.DataFrame({ITEM: firsts[ITEM].astype(str).tolist()})
-        codes = spark.createDataFrame(pd.DataFrame({ITEM: cat[ITEM].astype(str).tolist(),
-                                                    ITEM_CODE: range(len(cat))}).astype({ITEM_CODE: "int64"}))
-        unknown = frame.select(ITEM).distinct().join(codes, on=ITEM, how="left_anti")
-        first_unknown = unknown.limit(1).collect()
-        if first_unknown:
-            raise DataError(f"item {first_unknown[0][0]!r} is in the log but not in the catalogue "
-                            f"({unknown.count()} such items)", file=where, field=ITEM)
+                      .orderBy("_first").select(ITEM).collect())
+            cat = pd.DataFrame({ITEM: [str(r[0]) for r in firsts]})
+        codes = spark.createDataFrame(list(zip(cat[ITEM].astype(str).tolist(), range(len(cat)))),
+                                      f"{ITEM} string, {ITEM_CODE} long")
+        unknown = (frame.select(ITEM).distinct().join(F.broadcast(codes), on=ITEM, how="left_anti")
+                   .agg(F.count(F.lit(1)), F.min(ITEM)).collect()[0])
+        if unknown[0]:
+            raise DataError(f"item {unknown[1]!r} is in the log but not in the catalogue "
+                            f"({unknown[0]} such items)", file=where, field=ITEM)
 
         sizes = [_sizes(frame)]
         if options.dedup:
             key = Window.partitionBy(USER, ITEM, EVENT).orderBy(
                 *[c.desc() if options.keep == "last" else c.asc() for c in order])
-            frame = (frame.withColumn("_k", F.row_number().over(key)).filter(F.col("_k") == 1).drop("_k")
-                     .localCheckpoint(eager=True))
+            frame = (frame.withColumn("_k", F.row_number().over(key)).filter(F.col("_k") == 1).drop("_k").cache())
             sizes.append(_sizes(frame))
         if options.user_k > 0 or options.item_k > 0:
             n, rounds = sizes[-1][0], 0
@@ -153,8 +151,9 @@ def prepare_spark(log: str, out: str, *, catalogue: str | None = None, columns: 
                 users = frame.groupBy(USER).count().filter(F.col("count") >= options.user_k).select(USER)
                 items = frame.groupBy(ITEM).count().filter(F.col("count") >= options.item_k).select(ITEM)
                 kept = (frame.join(users, on=USER, how="left_semi").join(F.broadcast(items), on=ITEM, how="left_semi")
-                        .localCheckpoint(eager=True))
+                        .cache())
                 left = kept.count()
+                frame.unpersist()
                 frame = kept
                 if left == n:
                     break
@@ -167,7 +166,7 @@ def prepare_spark(log: str, out: str, *, catalogue: str | None = None, columns: 
                     .filter(F.col("_n") >= k).drop("_n"))
 
         if options.min_history > 0:
-            frame = at_least(frame, options.min_history).localCheckpoint(eager=True)
+            frame = at_least(frame, options.min_history).cache()
             sizes.append(_sizes(frame))
         report = report_from_sizes(sizes, options.step_names())
         users_before_split = sizes[-1][1]
@@ -175,7 +174,7 @@ def prepare_spark(log: str, out: str, *, catalogue: str | None = None, columns: 
             frame = at_least(frame, options.split_min)
 
         user_codes, n_users = _dense_codes(frame, USER, USER_CODE)
-        user_codes = user_codes.localCheckpoint(eager=True)
+        user_codes = user_codes.cache()
         per_user = Window.partitionBy(USER).orderBy(*order)
         events = (frame.withColumn(POSITION, (F.row_number().over(per_user) - 1).cast("long"))
                   .withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy(USER)).cast("long"))
@@ -185,7 +184,7 @@ def prepare_spark(log: str, out: str, *, catalogue: str | None = None, columns: 
                   .select(*EVENT_COLUMNS)
                   .repartition(int(spark.conf.get("spark.sql.shuffle.partitions")), USER_CODE)
                   .sortWithinPartitions(USER_CODE, POSITION)
-                  .localCheckpoint(eager=True))
+                  .cache())
         split_counts = {"train": 0, "valid": 0, "test": 0}
         for row in events.groupBy(SPLIT).count().collect():
             split_counts[row[0]] = int(row[1])
