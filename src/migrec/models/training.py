@@ -4,6 +4,20 @@ One `SequenceTrainer` serves `fit`, `fine_tune` and `partial_fit`: the model say
 windows to learn from and which weights may move; the trainer runs full- or sampled-softmax
 cross-entropy epochs with AdamW, early-stops on validation NDCG@10 and restores the best
 weights. The model it trains must not serve while it trains: updates run on a `clone()`.
+
+Windows are streamed: `WindowIndex` keeps two numbers per window (sequence id, window end)
+and each batch's windows are cut from the sequences when the batch comes up, instead of one
+[n_windows, max_len + 1] array of every window of every user.
+
+Distributed (DDP): inside a torch.distributed process group of W > 1 processes (see
+models.distributed; torchrun or `migrec train --nproc W`), every rank draws the same batches
+from the same seeded stream and trains on rows rank, rank + W, ... of each global batch of
+`batch_size` windows. Each rank's loss is its shard's summed cross-entropy times W / (targets
+in the whole global batch), so DDP's gradient average equals the one-process gradient of the
+batch mean exactly, however the targets fall between the shards. Sampled-softmax negatives
+come from the shared stream and the candidate set holds the whole global batch's targets, as
+in one process. Rank 0 evaluates, decides early stopping and broadcasts the decision; at the
+end every rank gets rank 0's best weights.
 """
 from __future__ import annotations
 
@@ -13,9 +27,11 @@ import time
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from . import distributed
 from .transformer import right_pad
 
 log = logging.getLogger(__name__)
@@ -35,6 +51,67 @@ def training_windows(sequences, max_len: int) -> np.ndarray:
             windows.append(s[start:end])
             end = start + 1 if start > 0 else 0
     return right_pad(windows, max_len + 1)
+
+
+class WindowIndex:
+    """The windows `training_windows` cuts, as (sequence id, window end) pairs; cut per batch.
+
+    Same windows, same order: sequence by sequence, each from its newest end back, a window
+    every max_len events. The sequences are held once, concatenated (int32 when the item
+    indices fit); a window costs 8 bytes instead of 8 * (max_len + 1).
+    """
+
+    def __init__(self, sequences, max_len: int):
+        if max_len < 1:
+            raise ValueError(f"max_len must be >= 1, not {max_len}")
+        self.max_len = max_len
+        sizes = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences]) if len(sizes) \
+            else np.zeros(0, np.int64)
+        small = len(flat) == 0 or int(flat.max()) < np.iinfo(np.int32).max - 1
+        self.items = flat.astype(np.int32 if small else np.int64)
+        counts = np.where(sizes >= 2, (sizes - 2) // max_len + 1, 0)
+        self.seq = np.repeat(np.arange(len(sizes), dtype=np.int32 if len(sizes) < 2 ** 31 else np.int64), counts)
+        k = np.arange(len(self.seq), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+        end = sizes[self.seq] - k * max_len             # window ends, newest first within a sequence
+        self.end = end.astype(np.int32 if len(end) == 0 or end.max() < 2 ** 31 else np.int64)
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def lengths(self) -> np.ndarray:
+        """Events in each window (input + shifted target)."""
+        return np.minimum(self.end, self.max_len + 1)
+
+    def cut(self, rows, width: int | None = None) -> np.ndarray:
+        """Windows `rows` as right-padded table indices (item + 1), [len(rows), width or the longest]."""
+        rows = np.asarray(rows)
+        end = self.end[rows].astype(np.int64)
+        length = np.minimum(end, self.max_len + 1)
+        width = int(length.max(initial=0)) if width is None else width
+        stop = self.offsets[self.seq[rows]] + end
+        pos = (stop - length)[:, None] + np.arange(width)
+        real = np.arange(width) < length[:, None]
+        return np.where(real, self.items[np.where(real, pos, 0)].astype(np.int64) + 1, 0) if len(self.items) \
+            else np.zeros((len(rows), width), np.int64)
+
+
+class WindowArray:
+    """Windows already cut ([n, max_len + 1] table indices, as `new_event_windows` gives), WindowIndex's face."""
+
+    def __init__(self, windows: np.ndarray):
+        self.windows = windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def lengths(self) -> np.ndarray:
+        return (self.windows > 0).sum(1)
+
+    def cut(self, rows, width: int | None = None) -> np.ndarray:
+        batch = self.windows[rows]
+        return batch[:, : int((batch > 0).sum(1).max(initial=0)) if width is None else width]
 
 
 def new_event_windows(sequences, n_new, max_len: int) -> np.ndarray:
@@ -72,6 +149,32 @@ def replay_windows(histories, n: int, max_len: int, to_index, rng) -> np.ndarray
 
 
 # -- the trainer --------------------------------------------------------------------------------
+class _Objective(nn.Module):
+    """The summed cross-entropy of a batch's targets: the module DDP wraps (it holds the network)."""
+
+    def __init__(self, trainer):
+        super().__init__()
+        self.net = trainer.model.net_
+        self.trainer = trainer
+
+    def forward(self, batch, all_targets=None, drawn=None):
+        """batch: [b, L] right-padded windows; all_targets / drawn (sampled softmax): the global
+        batch's targets and the negatives, which make up the candidate set."""
+        m, t = self.trainer.model, self.trainer
+        seq, target = batch[:, :-1], batch[:, 1:]
+        keep = target > 0  # right padding: a real target always follows a real input
+        with torch.autocast(m.device_.type, dtype=torch.bfloat16, enabled=bool(m.bf16)):
+            if m.negatives:
+                logits, labels = t._sampled_logits(seq, target[keep], keep, drawn, all_targets)
+            else:
+                table = m.net_["item_table"]()
+                logits, labels = m.logits(m.states(seq, table)[keep], table), target[keep] - 1
+        logits = logits.float()
+        if t.excluded is not None and not m.negatives:
+            logits = logits + t.excluded
+        return F.cross_entropy(logits, labels, reduction="sum")
+
+
 class SequenceTrainer:
     """Cross-entropy training of a SequentialRecommender's network (see the module doc)."""
 
@@ -79,22 +182,28 @@ class SequenceTrainer:
         self.model = model
         self.pool = None        # table indices negatives are drawn from (sampled softmax)
         self.excluded = None    # -inf on items outside the softmax (full softmax, softmax_over="seen")
+        self.rank, self.world = distributed.world()
 
     def fit(self, train, valid=None, trainable: str = "all"):
-        """Train on every window of `train` with early stopping on `valid` (if given)."""
+        """Train on every window of `train` with early stopping on `valid` (if given; rank 0's counts)."""
         m = self.model
-        windows = training_windows(train.sequences, m.max_len)
+        windows = WindowIndex(train.sequences, m.max_len)
         if len(windows) == 0:
             raise ValueError("no training sequence has 2 or more events: nothing to learn from")
         self._softmax_items(train.item_counts() > 0)   # items with events in this training set
+        if self.world > 1 and self.rank > 0:
+            torch.manual_seed(m.seed + 100_003 * self.rank)   # own dropout masks per rank
         with self._only(trainable) as params:
             opt = torch.optim.AdamW(params, lr=m.lr, weight_decay=m.weight_decay)
             rng = np.random.default_rng(m.seed)
-            self._loop(windows, opt, rng, train, valid)
+            self._loop(windows, self._step(), opt, rng, train, valid)
         return m
 
     def update(self, windows: np.ndarray, epochs: int, lr: float | None, trainable: str, rng) -> list:
-        """A few epochs over given windows (new events + replay) with a fresh AdamW; no early stopping."""
+        """A few epochs over given windows (new events + replay) with a fresh AdamW; no early stopping.
+
+        In a process group every rank must call it with the same windows and rng state.
+        """
         m = self.model
         losses = []
         if len(windows) == 0:
@@ -102,11 +211,12 @@ class SequenceTrainer:
         self._softmax_items(m.seen_ > 0)
         # dropout draws from torch's generator: seed it from rng (and leave the global stream as it was)
         with self._only(trainable) as params, torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(rng.integers(2 ** 31)))
+            torch.manual_seed(int(rng.integers(2 ** 31)) + 100_003 * self.rank)
             opt = torch.optim.AdamW(params, lr=m.lr if lr is None else lr, weight_decay=m.weight_decay)
+            step = self._step()
             try:
                 for _ in range(epochs):
-                    losses.append(self._epoch(windows, opt, rng))
+                    losses.append(self._epoch(WindowArray(windows), step, opt, rng))
             finally:
                 m.net_.eval()
                 m.weights_changed()
@@ -129,6 +239,11 @@ class SequenceTrainer:
     def _only(self, trainable: str):
         return self._Only(self.model.net_, self.model.trainable_groups(trainable))
 
+    def _step(self) -> nn.Module:
+        """The loss module, under DDP in a process group (built after `_only` chose the trainable weights)."""
+        step = _Objective(self)
+        return distributed.data_parallel(step, self.model.device_) if self.world > 1 else step
+
     def _softmax_items(self, seen: np.ndarray) -> None:
         m = self.model
         pool = np.flatnonzero(seen) if m.softmax_over == "seen" else np.arange(len(seen))
@@ -138,33 +253,48 @@ class SequenceTrainer:
             self.excluded = torch.zeros(len(seen), device=m.device_)
             self.excluded[np.flatnonzero(~seen)] = -torch.inf
 
-    def _loop(self, windows, opt, rng, train, valid) -> None:
+    def _loop(self, windows, step, opt, rng, train, valid) -> None:
         m = self.model
+        main = self.rank == 0
         best, best_state, stale, started = -1.0, None, 0, time.time()
         m.history_ = []
-        bar = tqdm(range(1, m.epochs + 1), desc=f"fit {m.name}", disable=not m.progress, leave=False)
+        bar = tqdm(range(1, m.epochs + 1), desc=f"fit {m.name}", disable=not (m.progress and main), leave=False)
         for epoch in bar:
-            loss = self._epoch(windows, opt, rng)
+            loss = self._epoch(windows, step, opt, rng)
             m.net_.eval()
             m.weights_changed()
             record = {"epoch": epoch, "loss": loss, "seconds": time.time() - started}
-            if valid is not None and len(valid) and epoch % m.eval_every == 0:
-                record["valid_NDCG@10"] = score = self._valid_ndcg(train, valid)
+            # rank 0 evaluates and watches the clock; every rank follows its numbers
+            score, over_time = np.nan, False
+            if main:
+                if valid is not None and len(valid) and epoch % m.eval_every == 0:
+                    score = self._valid_ndcg(train, valid)
+                over_time = bool(m.max_train_seconds) and time.time() - started > m.max_train_seconds
+            if self.world > 1:
+                score, over_time = distributed.broadcast_values([score, float(over_time)], m.device_)
+            if not np.isnan(score):
+                record["valid_NDCG@10"] = score
                 if score > best:
-                    best, best_state, stale = score, copy.deepcopy(m.net_.state_dict()), 0
+                    best, stale = score, 0
+                    if main:
+                        best_state = copy.deepcopy(m.net_.state_dict())
                 else:
                     stale += 1
             m.history_.append(record)
             bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
-            log.info("%s epoch %d %s", m.name, epoch, record)
+            if main:
+                log.info("%s epoch %d %s", m.name, epoch, record)
             if stale >= m.patience:
                 break
-            if m.max_train_seconds and time.time() - started > m.max_train_seconds:
-                log.warning("%s stopped by max_train_seconds after epoch %d", m.name, epoch)
+            if over_time:
+                if main:
+                    log.warning("%s stopped by max_train_seconds after epoch %d", m.name, epoch)
                 break
         bar.close()
         if best_state is not None:
             m.net_.load_state_dict(best_state)
+        if self.world > 1:
+            distributed.broadcast_module(m.net_)   # rank 0's best weights on every rank
         m.best_valid_ndcg_ = best
         m.net_.eval()
         m.weights_changed()
@@ -174,14 +304,14 @@ class SequenceTrainer:
 
         return float(evaluate(self.model, valid, train, ks=(10,), beyond=False, segments=False).metrics["NDCG@10"])
 
-    def _batches(self, windows: np.ndarray, rng) -> list:
-        """Shuffled batches of similar-length windows, each trimmed to its longest row.
+    def _batches(self, windows, rng) -> list:
+        """Shuffled batches (window numbers) of similar-length windows.
 
         Sorting within large shuffled pools keeps batches random while cutting the
         padding the transformer would otherwise process (often 40 % of the slots).
         """
         size = self.model.batch_size
-        lengths = (windows > 0).sum(1)
+        lengths = windows.lengths()
         order = rng.permutation(len(windows))
         pool = size * 32
         batches = []
@@ -190,43 +320,45 @@ class SequenceTrainer:
             chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
             batches += [chunk[i:i + size] for i in range(0, len(chunk), size)]
         rng.shuffle(batches)
-        return [windows[b][:, : lengths[b].max()] for b in batches]
+        return batches
 
-    def _epoch(self, windows: np.ndarray, opt, rng) -> float:
+    def _epoch(self, windows, step, opt, rng) -> float:
+        """One epoch; the mean cross-entropy over its targets (all ranks')."""
         m = self.model
-        m.net_.train()
+        step.train()
         total, count = 0.0, 0
-        for batch in self._batches(windows, rng):
-            batch = torch.from_numpy(batch).to(m.device_)
-            seq, target = batch[:, :-1], batch[:, 1:]
-            keep = target > 0  # right padding: a real target always follows a real input
-            with torch.autocast(m.device_.type, dtype=torch.bfloat16, enabled=bool(m.bf16)):
-                if m.negatives:
-                    logits, labels = self._sampled_logits(seq, target[keep], keep, rng)
-                else:
-                    table = m.net_["item_table"]()
-                    logits, labels = m.logits(m.states(seq, table)[keep], table), target[keep] - 1
-            logits = logits.float()
-            if self.excluded is not None and not m.negatives:
-                logits = logits + self.excluded
-            loss = F.cross_entropy(logits, labels)
+        for rows in self._batches(windows, rng):
+            batch = windows.cut(rows)                       # the global batch, trimmed to its longest row
+            n_all = int((batch[:, 1:] > 0).sum())           # targets in the whole global batch
+            drawn = all_targets = None
+            if m.negatives:
+                drawn = self.pool[torch.from_numpy(rng.integers(0, len(self.pool), m.negatives)).to(m.device_)]
+            mine = batch[self.rank::self.world] if self.world > 1 else batch
+            empty = len(mine) == 0                          # fewer rows than ranks: a zero-weight pass
+            if m.negatives:
+                full = torch.from_numpy(batch[:, 1:]).to(m.device_)
+                all_targets = full[full > 0]
+            mine = torch.from_numpy(batch[:1] if empty else mine).to(m.device_)
+            summed = step(mine, all_targets, drawn)
+            loss = summed * (0.0 if empty else self.world / max(n_all, 1))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            n = int(keep.sum())
-            total += float(loss.detach()) * n
-            count += n
+            if not empty:
+                total += float(summed.detach())
+                count += int((mine[:, 1:] > 0).sum())
+        if self.world > 1:
+            total, count = distributed.all_sum([total, count], m.device_)
         return total / max(count, 1)
 
-    def _sampled_logits(self, seq, target, keep, rng):
-        """Logits over the batch's targets + `negatives` items of the pool; only their table rows are built.
+    def _sampled_logits(self, seq, target, keep, drawn, all_targets=None):
+        """Logits over the global batch's targets + the drawn negatives; only their table rows are built.
 
         Table indices are item+1 (0 = padding). The adapter then runs on a few thousand
         rows per batch instead of the whole catalogue.
         """
         m = self.model
-        drawn = self.pool[torch.from_numpy(rng.integers(0, len(self.pool), m.negatives)).to(seq.device)]
-        cand = torch.unique(torch.cat([target, drawn]))                  # sorted table indices
+        cand = torch.unique(torch.cat([target if all_targets is None else all_targets, drawn]))  # sorted
         rows = torch.unique(torch.cat([seq.flatten(), cand]))             # everything the batch touches
         local = m.net_["item_table"](rows)
         interest = m.net_["transformer"](local[torch.searchsorted(rows, seq.contiguous())])[keep]
