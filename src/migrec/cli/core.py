@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -70,17 +73,76 @@ def data_pointer(kind: str, path: str | None) -> dict:
 
 
 def cmd_train(args) -> None:
+    from ..models import distributed
+
+    if args.nproc < 1:
+        raise SystemExit(f"--nproc must be >= 1, not {args.nproc}")
+    if args.nproc > 1:
+        return torchrun_train(args)
+    already = distributed.world()[1] > 1
+    joined = not already and distributed.init_from_env(args.device)   # launched by torchrun: join its group
+    try:
+        train_one(args)
+    finally:
+        if joined:
+            distributed.shutdown()
+
+
+def train_one(args) -> None:
+    """Load, split, fit and (rank 0) save; in a process group every rank runs it, DDP inside fit."""
+    from ..models import distributed
+
+    rank, size = distributed.world()
+    if size > 1 and args.model not in pipeline.SEQUENTIAL:
+        raise SystemExit(f"distributed training ({size} processes) is for the sequential models "
+                         f"({', '.join(sorted(pipeline.SEQUENTIAL))}), not {args.model!r}")
+    # rank 0 loads and encodes first (filling the embedding cache), then the other ranks read it
+    if rank > 0:
+        distributed.barrier()
     dataset = load_data(args)
     split = make_split(args, dataset, args.model in pipeline.TEXT_MODELS)
+    if rank == 0:
+        distributed.barrier()
     model = pipeline.build_model(args.model, **model_params(args.model, args))
     started = time.time()
     model.fit(split.train, split.valid)
-    print(f"trained {args.model} in {time.time() - started:.1f} s")
+    if rank > 0:
+        return                              # every rank holds the same weights; rank 0 saves
+    print(f"trained {args.model} in {time.time() - started:.1f} s" + (f" on {size} processes" if size > 1 else ""))
     out = Path(args.out)
     model.save(out)                         # weights and item data only: no user ids, no histories
     split.train.catalogue.to_parquet(out / CATALOGUE_FILE, index=False)
     (out / DATA_FILE).write_text(json.dumps(data_pointer(args.dataset, args.path), indent=1) + "\n")
     print(f"saved to {out}")
+
+
+def without_nproc(argv: list) -> list:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def torchrun_train(args) -> None:
+    """`train --nproc N`: the same command again under torchrun, N local processes (DDP)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SystemExit("--nproc: this process was already launched by torchrun "
+                         f"(WORLD_SIZE={os.environ['WORLD_SIZE']}); leave --nproc out")
+    if args.model not in pipeline.SEQUENTIAL:
+        raise SystemExit(f"--nproc: distributed training is for the sequential models "
+                         f"({', '.join(sorted(pipeline.SEQUENTIAL))}), not {args.model!r}")
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "migrec", *without_nproc(args.argv)]
+    code = subprocess.call(command, env=env)
+    if code:
+        raise SystemExit(f"torchrun ({args.nproc} processes) failed with exit code {code}")
 
 
 def cmd_evaluate(args) -> None:
@@ -131,6 +193,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", default="interest-text+id", choices=sorted(pipeline.MODELS))
     p.add_argument("--out", required=True, help=f"model folder: the model, {CATALOGUE_FILE} and {DATA_FILE} "
                                                 "(which data set it came from; no user data)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="sequential models: train with DistributedDataParallel on N local processes (gloo on "
+                        "CPU, NCCL on CUDA), launched through torchrun; for several machines run "
+                        "`torchrun ... -m migrec train` yourself (README: Distributed training)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="compare models on one leave-one-out split (full ranking)")
