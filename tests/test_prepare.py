@@ -144,3 +144,33 @@ def test_spark_without_catalogue_matches_polars(ml1m_log, spark, tmp_path):
     a, b = read_prepared_frames(str(tmp_path / "p")), read_prepared_frames(str(tmp_path / "s"))
     for name, key in (("events", ["user_code", "position"]), ("users", ["user_code"]), ("items", ["item_code"])):
         pd.testing.assert_frame_equal(_sorted(a[name], key), _sorted(b[name], key))
+
+
+# -- encoding a large catalogue: batched, and an interrupted run resumes ------------------------------
+def test_interrupted_catalogue_encoding_resumes_from_the_cache(shared_data, tmp_path):
+    from migrec.encoders import CachedEncoder, HashingEncoder, ItemTextTemplate, encode_catalogue
+
+    items = pd.read_csv(shared_data / "seqrec-benchmark" / "amazon2014-beauty" / "items.tsv", sep="\t",
+                        quoting=3, dtype=str, keep_default_na=False).head(3000)
+    catalogue = pd.DataFrame({"item_id": items["item_id"], "domain": "beauty", "title": items["title"]})
+
+    class Flaky(HashingEncoder):
+        """Fails on its third batch, as a killed or crashed run would."""
+        calls = 0
+
+        def _encode(self, texts):
+            Flaky.calls += 1
+            if Flaky.calls == 3:
+                raise RuntimeError("interrupted")
+            return super()._encode(texts)
+
+    flaky = CachedEncoder(Flaky(dim=64), tmp_path, chunk_size=500, show_progress=False)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        encode_catalogue(catalogue, flaky)
+    stored = flaky.cache.count(flaky.model_id)
+    assert stored == 1000  # the two finished batches were written as they were made
+    again = CachedEncoder(HashingEncoder(dim=64), tmp_path, chunk_size=500, show_progress=False)
+    vectors = encode_catalogue(catalogue, again)
+    texts = ItemTextTemplate().render(catalogue)
+    assert again.last_hits == 1000 and again.last_encoded == len(set(texts)) - 1000 > 1500
+    np.testing.assert_allclose(vectors, HashingEncoder(dim=64).encode(texts), atol=1e-6)
