@@ -205,7 +205,8 @@ class SequentialRecommender(Recommender):
     # -- read-only scoring ---------------------------------------------------------------------
     def weights_changed(self) -> None:
         """Drop the cached inference item table (after training steps or new items)."""
-        self._cache = self._item_matrix = None    # the ANN index follows the new item matrix
+        self._cache = None
+        self.__dict__.pop("_item_matrix", None)    # the ANN index follows the new item matrix
 
     def _inference_table(self) -> torch.Tensor:
         table = self.__dict__.get("_cache")
