@@ -111,7 +111,7 @@ def runs(tmp_path_factory, cycle_data):
         main(cli_train(cycle_data, str(out / "cli-1")))
     finally:
         torch.set_num_threads(before_threads)
-    distributed.spawn(_rank_worker, 2, split, events, before, str(out), cycle_data, threads=1)
+    distributed.spawn(_rank_worker, 2, split, events, before, str(out), cycle_data, threads=1, device="cpu")
     two = {rank: {name: cls.load(out / f"rank{rank}" / name)
                   for name, cls in [("sasrec", SASRec), ("interest-sampled", InterestModel),
                                     ("sasrec-update", SASRec)]}

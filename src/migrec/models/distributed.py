@@ -87,29 +87,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_main(rank: int, nproc: int, port: int, fn, args: tuple, threads: int | None, backend: str | None):
+def _rank_main(rank: int, nproc: int, port: int, fn, args: tuple, threads: int | None, backend: str | None,
+               device: str):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if threads:
         torch.set_num_threads(threads)
-    init_from_env(backend=backend)
+    init_from_env(device, backend)
     try:
         fn(*args)
     finally:
         shutdown()
 
 
-def spawn(fn, nproc: int, *args, threads: int | None = None, backend: str | None = None) -> None:
+def spawn(fn, nproc: int, *args, threads: int | None = None, backend: str | None = None,
+          device: str = "auto") -> None:
     """Run fn(*args) in `nproc` fresh local processes joined in one process group.
 
     fn must be importable by name (a module-level function); args are pickled to the
     children. threads: torch threads per process (default: the CPU cores shared out).
-    A child's exception is raised here.
+    device: where the models will train ("cpu" keeps gloo on a CUDA machine; CUDA: rank r
+    takes GPU r). A child's exception is raised here.
     """
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, not {nproc}")
     threads = threads or max(1, (os.cpu_count() or 1) // nproc)
-    mp.spawn(_rank_main, args=(nproc, free_port(), fn, args, threads, backend), nprocs=nproc, join=True)
+    mp.spawn(_rank_main, args=(nproc, free_port(), fn, args, threads, backend, device), nprocs=nproc, join=True)
 
 
 def _fit_and_save(model, train, valid, out: str) -> None:
@@ -126,7 +129,7 @@ def fit_distributed(model, train, valid=None, nproc: int = 2, threads: int | Non
     """
     with tempfile.TemporaryDirectory(prefix="migrec-ddp-") as tmp:
         out = str(Path(tmp) / "model")
-        spawn(_fit_and_save, nproc, model, train, valid, out, threads=threads)
+        spawn(_fit_and_save, nproc, model, train, valid, out, threads=threads, device=getattr(model, "device", "auto"))
         return type(model).load(out)
 
 
