@@ -147,9 +147,6 @@ def test_replay_keeps_old_knowledge(fitted, cycle, name):
     assert after[4.0] >= after[0.0] + 0.05, (before, after)
 
 
-@pytest.mark.xfail(strict=True, reason="partial_fit(seed=...) seeds only numpy (replay sample, batch order); "
-                   "dropout in SequenceTrainer._epoch draws from torch's global RNG, so the same seed on "
-                   "two clones gives different weights (sequential.py partial_fit / training.py update)")
 def test_partial_fit_with_a_seed_is_reproducible(fitted, cycle):
     hist = train_histories(cycle)
     events = ring("walker", 10, 6)
