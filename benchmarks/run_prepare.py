@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -163,13 +162,6 @@ def main(argv=None) -> None:
                          "metrics": {"prepare_seconds": round(got["seconds"], 2),
                                      "peak_rss_mb": round(got["peak_rss_mb"], 1), "events": got["events"],
                                      "log_events": made["events_1x"] * s}})
-    notes = {}
-    by = {r["model"]: r["metrics"] for r in rows}
-    for engine in args.engines:
-        lo, hi = by.get(f"{engine}-{min(args.scales)}x"), by.get(f"{engine}-{max(args.scales)}x")
-        if lo and hi and max(args.scales) > min(args.scales):
-            ratio = hi["peak_rss_mb"] / lo["peak_rss_mb"]
-            notes[f"{engine}: peak {max(args.scales)}x / {min(args.scales)}x"] = round(ratio, 2)
     if args.encode:
         enc = encode_throughput(Path(args.data), args.encode, args.device)
         print(f"encode-minilm: {enc['items_per_second']:.0f} items/s on {enc['device']}", flush=True)
@@ -177,15 +169,20 @@ def main(argv=None) -> None:
                      "metrics": {"items_per_second": round(enc["items_per_second"], 1), "items": enc["items"],
                                  "encode_seconds": round(enc["seconds"], 2)},
                      "device": enc["device"]})
-    print(json.dumps(notes, indent=1))
     protocol = ("ML-1M users 1..2999 (487,650 events) grown by copies of its users under new ids; each run "
                 "de-duplicates, 5-core, min history 3, codes ids and splits leave-one-out in a fresh process; "
                 "peak RSS of the process tree (Spark: the JVM included, local[2], driver 3g). "
-                f"Target: polars peak at 16x < 3x peak at 1x. Ratios: {json.dumps(notes)}. "
+                "Target: polars peak at 16x < 3x peak at 1x (see `ratios`). "
                 "encode-minilm: bundled all-MiniLM-L6-v2, first 5,000 amazon2014-beauty titles, no cache")
     out = write_json({"dataset": "prepare", "protocol": protocol, "machine": machine_description(),
-                      "command": command, "rows": rows, "ratios": notes},
+                      "command": command, "rows": rows},
                      order=[f"{e}-{s}x" for e in ("polars", "spark", "memory") for s in args.scales] + ["encode-minilm"])
+    payload = json.loads(out.read_text())          # ratios over every row kept, this run's and earlier ones
+    by = {r["model"]: r["metrics"] for r in payload["rows"]}
+    payload["ratios"] = {f"{e}: peak 16x / 1x": round(by[f"{e}-16x"]["peak_rss_mb"] / by[f"{e}-1x"]["peak_rss_mb"], 2)
+                         for e in ("polars", "spark", "memory") if f"{e}-1x" in by and f"{e}-16x" in by}
+    out.write_text(json.dumps(payload, indent=2))
+    print(json.dumps(payload["ratios"], indent=1))
     print(f"wrote {out}")
     write_results_md()
 

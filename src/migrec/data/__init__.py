@@ -2,6 +2,7 @@
 from .cleaning import CleaningReport, StepReport, clean, deduplicate, k_core, min_history
 from .histories import Histories
 from .download import ChecksumError, download_movielens, resolve_movielens
+from .prepare import PrepareResult, prepare, read_prepared, write_log
 from .loaders import load_amazon_food_kitchen, load_movielens_1m, load_movielens_100k, load_table, load_unisrec
 from .schema import Dataset, DataError, make_catalogue, make_interactions
 from .split import EvalSet, Split, TrainSet, global_time_split, leave_one_out
@@ -12,4 +13,5 @@ __all__ = [
     "load_movielens_100k", "load_movielens_1m", "load_amazon_food_kitchen", "load_unisrec", "load_table",
     "CleaningReport", "StepReport", "clean", "deduplicate", "k_core", "min_history",
     "ChecksumError", "download_movielens", "resolve_movielens",
+    "prepare", "read_prepared", "write_log", "PrepareResult",
 ]

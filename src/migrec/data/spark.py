@@ -20,7 +20,7 @@ import time
 
 import pandas as pd
 
-from .prepare import (EVENT_COLUMNS, EVENTS_DIR, ITEM_CODE, ITEMS_FILE, POSITION, SPLIT, USER_CODE, USERS_FILE,
+from .layout import (EVENT_COLUMNS, EVENTS_DIR, ITEM_CODE, ITEMS_FILE, POSITION, SPLIT, USER_CODE, USERS_FILE,
                       DEFAULT_EVENT, PrepareOptions, PrepareResult, filesystem, items_table, log_mapping,
                       parquet_files, read_catalogue, report_from_sizes, write_frame, write_manifest)
 from .schema import EVENT, ITEM, TIME, USER, DataError
