@@ -13,14 +13,21 @@ from migrec.models.base import Recommender
 class FixedScores(Recommender):
     name = "fixed"
 
-    def __init__(self, matrix):
+    """Row i of `matrix` for the history keys[i] (the history decides the row, as for any model);
+    without keys, rows in call order (tests that score in one call)."""
+
+    def __init__(self, matrix, keys=None):
         self.matrix = np.asarray(matrix, dtype=np.float32)
+        self.keys = keys
 
     def fit(self, train, valid=None):
         return self
 
-    def score_histories(self, users, histories):
-        return self.matrix[np.asarray(users)]        # a view: the evaluator must not edit it
+    def score_histories(self, histories):
+        if self.keys is None:
+            return self.matrix[: len(histories)]     # a view: the evaluator must not edit it
+        index = {np.asarray(k, dtype=np.int64).tobytes(): i for i, k in enumerate(self.keys)}
+        return self.matrix[[index[np.asarray(h, dtype=np.int64).tobytes()] for h in histories]]
 
 
 def make_train(n_users, n_items, sequences, vectors=None):
@@ -40,7 +47,7 @@ def test_seen_items_excluded_but_targets_kept():
     # user 0: items 0,1 seen and scored above target 3 -> only item 2 outranks it (rank 1)
     # user 1: target 2 is also in the history -> stays scorable; 5 is masked, 3 and 4 outrank it (rank 2)
     ev = EvalSet(arr(0, 1), [arr(0, 1), arr(5, 2)], [arr(3), arr(2)])
-    model = FixedScores(scores)
+    model = FixedScores(scores, ev.histories)
     res = evaluate(model, ev, train, ks=(1, 3))
     assert res.per_user["ranks"][:, 0].tolist() == [1, 2]
     assert res.metrics["NDCG@3"] == pytest.approx((1 / math.log2(3) + 0.5) / 2)
@@ -68,7 +75,7 @@ def random_case(n_users=120, n_items=80, seed=0, multi=False):
     n_t = [int(rng.integers(1, 4)) if multi else 1 for _ in range(n_users)]
     targets = [rng.choice(n_items, size=t, replace=False) for t in n_t]   # items >= 40 are cold
     ev = EvalSet(np.arange(n_users), seqs, targets)
-    return FixedScores(scores), ev, train
+    return FixedScores(scores, seqs), ev, train
 
 
 @pytest.mark.parametrize("multi", [False, True])

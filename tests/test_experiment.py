@@ -18,8 +18,8 @@ class Popular(Recommender):
         self.counts_ = train.item_counts().astype(np.float32)
         return self
 
-    def score_histories(self, users, histories):
-        return np.tile(self.counts_, (len(users), 1))
+    def score_histories(self, histories):
+        return np.tile(self.counts_, (len(histories), 1))
 
 
 class Noise(Recommender):
@@ -32,9 +32,12 @@ class Noise(Recommender):
         self.n_items_ = train.n_items
         return self
 
-    def score_histories(self, users, histories):
-        rng = np.random.default_rng([self.seed, *np.asarray(users).tolist()])
-        return rng.random((len(users), self.n_items_)).astype(np.float32)
+    def score_histories(self, histories):
+        rows = []
+        for h in histories:     # the history decides the row
+            rng = np.random.default_rng([self.seed, len(h), *np.asarray(h, dtype=np.int64).tolist()])
+            rows.append(rng.random(self.n_items_).astype(np.float32))
+        return np.stack(rows) if rows else np.zeros((0, self.n_items_), np.float32)
 
 
 @pytest.fixture
