@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .data import Split, leave_one_out
+from .data import Dataset, Split, leave_one_out
 from .data.download import resolve_movielens
 from .models.base import Recommender
 from .registry import LOADERS, MODELS, SEQUENTIAL, TEXT_MODELS

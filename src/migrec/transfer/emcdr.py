@@ -24,7 +24,7 @@ from ..data.split import TrainSet
 from ..models.base import Recommender
 from ..models.matrix_factorization import ALS
 from .domains import restrict
-from .mapping import EMCDRMapping
+from .mapping import EMCDRMapping, pack_mapping, unpack_mapping
 
 
 class EMCDRMF(Recommender):
@@ -106,14 +106,11 @@ class EMCDRMF(Recommender):
     # -- persistence: the ALS models are nested folders (base class), the mapping is numbers --------
     def _state(self):
         state, arrays, children = super()._state()
-        info, weights = self.mapping_.to_arrays()
-        state["mapping_"] = info
-        arrays.update({f"mapping_.{k}": v for k, v in weights.items()})
+        pack_mapping(self.mapping_, "mapping_", state, arrays)
         return state, arrays, children
 
     def _restore(self, state, arrays, children):
         state = dict(state)
-        info = state.pop("mapping_")
-        weights = {k[len("mapping_."):]: arrays.pop(k) for k in list(arrays) if k.startswith("mapping_.")}
+        mapping = unpack_mapping("mapping_", state, arrays)
         super()._restore(state, arrays, children)
-        self.mapping_ = EMCDRMapping.from_arrays(info, weights)
+        self.mapping_ = mapping

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["EMCDRMapping", "PersonalizedBridge"]
+__all__ = ["EMCDRMapping", "PersonalizedBridge", "pack_mapping", "unpack_mapping"]
 
 
 # -- input checks ------------------------------------------------------------------------
@@ -362,3 +362,17 @@ class PersonalizedBridge:
     def __repr__(self) -> str:
         return (f"PersonalizedBridge(rank={self.rank}, hidden={self.hidden}, score={self.score!r}, "
                 f"personalized={self.personalized}, epochs={self.epochs}, lr={self.lr}, seed={self.seed})")
+
+
+def pack_mapping(mapping: EMCDRMapping, key: str, state: dict, arrays: dict) -> None:
+    """Put a fitted mapping into a model artifact's JSON state and arrays under `key` (no pickle)."""
+    info, weights = mapping.to_arrays()
+    state[key] = info
+    arrays.update({f"{key}.{k}": v for k, v in weights.items()})
+
+
+def unpack_mapping(key: str, state: dict, arrays: dict) -> EMCDRMapping:
+    """Take the mapping saved by pack_mapping out of `state` and `arrays` (both are changed)."""
+    info = state.pop(key)
+    weights = {k[len(key) + 1:]: arrays.pop(k) for k in list(arrays) if k.startswith(f"{key}.")}
+    return EMCDRMapping.from_arrays(info, weights)

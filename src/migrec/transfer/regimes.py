@@ -34,7 +34,7 @@ from ..models.sasrec import SASRec
 from ..data.split import EvalSet
 from .domains import (DomainView, TransferTask, item_domains, restrict, restrict_histories, same_universe,
                       users_with)
-from .mapping import EMCDRMapping
+from .mapping import EMCDRMapping, pack_mapping, unpack_mapping
 
 log = logging.getLogger(__name__)
 REGIMES = ["target-only", "transfer-zero-shot", "transfer-adapter", "transfer-full", "transfer-joint",
@@ -180,17 +180,14 @@ class MappedUsers(Recommender):
     # -- persistence: the models are nested folders (base class), the mapping is numbers ------------
     def _state(self):
         state, arrays, children = super()._state()
-        info, weights = self.map_.to_arrays()
-        state["map_"] = info
-        arrays.update({f"map_.{k}": v for k, v in weights.items()})
+        pack_mapping(self.map_, "map_", state, arrays)
         return state, arrays, children
 
     def _restore(self, state, arrays, children):
         state = dict(state)
-        info = state.pop("map_")
-        weights = {k[len("map_."):]: arrays.pop(k) for k in list(arrays) if k.startswith("map_.")}
+        mapping = unpack_mapping("map_", state, arrays)
         super()._restore(state, arrays, children)
-        self.map_ = EMCDRMapping.from_arrays(info, weights)
+        self.map_ = mapping
 
 
 class TransferResult:
