@@ -184,6 +184,7 @@ class SequentialRecommender(Recommender):
         new_users = 0 if histories is None else sum(u not in histories for u in frame["user_id"].unique())
         record = {"events": len(frame), "new_users": int(new_users) if histories is not None else None,
                   "new_items": len(new_items), "new_windows": len(fresh), "replay_windows": len(old),
+                  "positions": int((windows[:, 1:] > 0).sum()),            # targets trained on: the work done
                   "losses": losses, "seconds": time.perf_counter() - started}
         self.partial_history_ = list(self.partial_history_) + [record]
         log.info("%s partial_fit %s", self.name, record)
