@@ -66,7 +66,7 @@ def data_pointer(kind: str, path: str | None) -> dict:
     if kind in ("ml-100k", "ml-1m"):
         from ..data import resolve_movielens
 
-        path = str(resolve_movielens(path, kind, download=False))
+        path = str(Path(resolve_movielens(path, kind, download=False)).resolve())
     elif path is not None and "://" not in str(path):
         path = str(Path(path).resolve())
     return {"dataset": kind, "path": path}
