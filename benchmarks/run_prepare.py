@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _child import report, run_measured  # noqa: E402
 
 CLEANING = dict(user_k=5, item_k=5, min_history=3)
 
@@ -87,32 +86,12 @@ def child(engine: str, log: str, catalogue: str, out: str) -> None:
         if engine == "spark":
             kw["spark"].stop()
     seconds = time.time() - started
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps({"seconds": seconds, "events": int(events), "self_rss_mb": rss}), flush=True)
+    report({"seconds": seconds, "events": int(events)})
 
 
 def measure(engine: str, log: str, catalogue: str, out: str) -> dict:
     """Run `child` in a fresh process; peak RSS of its whole process tree."""
-    import psutil
-
-    cmd = [sys.executable, __file__, "--child", engine, log, catalogue, out]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    me = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            procs = [me] + me.children(recursive=True)
-            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.02)
-    out_text = proc.stdout.read()
-    line = next((ln for ln in out_text.splitlines() if ln.startswith("RESULT ")), None)
-    if proc.returncode or line is None:
-        raise RuntimeError(f"{engine} on {log} failed (exit {proc.returncode}): {out_text[-2000:]}")
-    got = json.loads(line[len("RESULT "):])
-    got["peak_rss_mb"] = max(peak / 2 ** 20, got["self_rss_mb"])
-    return got
+    return run_measured([sys.executable, __file__, "--child", engine, log, catalogue, out], f"{engine} on {log}")
 
 
 def encode_throughput(data: Path, n: int, device: str | None) -> dict:

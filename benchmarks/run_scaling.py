@@ -40,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _child import report, rss_mb, run_measured  # noqa: E402
 
 CLEANING = dict(user_k=5, item_k=5, min_history=3)      # as benchmarks/run_prepare.py
 MODELS = ("interest", "als")
@@ -47,15 +48,6 @@ MODELS = ("interest", "als")
 
 def label(n: int) -> str:
     return f"{n // 1_000_000}m" if n >= 1_000_000 else f"{n // 1000}k"
-
-
-def rss_mb(field: str = "VmRSS") -> float:
-    """This process's resident memory (VmRSS) or its high-water mark (VmHWM), MB, from /proc."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -169,35 +161,12 @@ PHASES = {"prepare": phase_prepare, "train": phase_train, "eval": phase_eval}
 
 
 def child(phase: str, spec_json: str) -> None:
-    got = PHASES[phase](json.loads(spec_json))
-    # VmHWM: the high-water mark of this process's own memory map (fresh at exec); ru_maxrss would
-    # carry the parent's peak over the fork
-    got["self_rss_mb"] = rss_mb("VmHWM")
-    print("RESULT " + json.dumps(got), flush=True)
+    report(PHASES[phase](json.loads(spec_json)))
 
 
 def measure(phase: str, spec: dict) -> dict:
     """Run one phase in a fresh process; its result and the peak RSS of its process tree."""
-    import psutil
-
-    cmd = [sys.executable, __file__, "--child", phase, json.dumps(spec)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    me = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            procs = [me] + me.children(recursive=True)
-            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.02)
-    out, err = proc.communicate()
-    line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
-    if proc.returncode or line is None:
-        raise RuntimeError(f"{phase} {spec} failed (exit {proc.returncode}):\n{err[-3000:]}")
-    got = json.loads(line[len("RESULT "):])
-    got["peak_rss_mb"] = max(peak / 2 ** 20, got["self_rss_mb"])
-    return got
+    return run_measured([sys.executable, __file__, "--child", phase, json.dumps(spec)], f"{phase} {spec}")
 
 
 # -- the sweep --------------------------------------------------------------------------------------
