@@ -56,7 +56,7 @@ def load_model(path, expect: type | None = None, encoder: str | None = None) -> 
     the caller will encode new items with; a model whose vectors came from another encoder
     is refused. Format version, registry name and file digests are checked (ArtifactError).
     """
-    manifest, _ = artifact.read(path)
+    manifest = artifact.read_manifest(path)     # the class and encoder first; klass.load reads the files
     klass = ARTIFACTS.get(manifest["registry"])
     if klass is None:
         raise artifact.ArtifactError(f"{Path(path) / artifact.MANIFEST}: field 'registry' is "

@@ -72,10 +72,8 @@ def _plain(value):
     raise TypeError(f"{type(value).__name__} is not JSON: it cannot go into {MANIFEST}")
 
 
-def read(path) -> tuple[dict, dict]:
-    """(manifest, arrays) of a model folder, after checking format, version and file digests."""
-    from safetensors.numpy import load_file
-
+def read_manifest(path) -> dict:
+    """The manifest of a model folder, after checking its format, version and fields (files unread)."""
     path = Path(path)
     file = path / MANIFEST
     if not file.exists():
@@ -94,6 +92,16 @@ def read(path) -> tuple[dict, dict]:
     for field in ("registry", "params", "item_ids", "state", "files", "children"):
         if field not in manifest:
             raise ArtifactError(f"{file}: field {field!r} is missing")
+    return manifest
+
+
+def read(path) -> tuple[dict, dict]:
+    """(manifest, arrays) of a model folder, after checking format, version and file digests."""
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    file = path / MANIFEST
+    manifest = read_manifest(path)
     for name, digest in manifest["files"].items():
         data = path / name
         if Path(name).name != name or not data.exists():

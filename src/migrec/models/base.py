@@ -99,13 +99,22 @@ class Recommender:
                           "events": int(train.n_interactions),
                           "items_with_events": int((train.item_counts() > 0).sum())}
 
-    def item_index(self, items, unknown: str = "raise") -> np.ndarray:
-        """Item indices of raw item ids; unknown="raise" (KeyError naming them) or "drop"."""
+    def _item_lookup(self) -> dict:
         self._check_fitted()
         lookup = self.__dict__.get("_lookup")
         if lookup is None or len(lookup) != len(self.item_ids_):
             lookup = {it: i for i, it in enumerate(self.item_ids_)}
             self._lookup = lookup            # a cache, rebuilt whenever the universe grows
+        return lookup
+
+    def knows(self, items) -> np.ndarray:
+        """Whether each raw item id is in the model's item universe (bool array)."""
+        lookup = self._item_lookup()
+        return np.asarray([str(i) in lookup for i in items], dtype=bool)
+
+    def item_index(self, items, unknown: str = "raise") -> np.ndarray:
+        """Item indices of raw item ids; unknown="raise" (KeyError naming them) or "drop"."""
+        lookup = self._item_lookup()
         if isinstance(items, (str, int, np.integer)):
             items = [items]
         out = [lookup.get(str(i), -1) for i in items]

@@ -38,8 +38,7 @@ class _ImplicitMF(Recommender):
             warnings.filterwarnings("ignore", message="OpenBLAS is configured")
             model = self._build()
             model.fit(train.csr(binary=True) * float(getattr(self, "alpha", 1.0)), show_progress=False)
-        self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)
-        return np.asarray(model.user_factors, dtype=np.float32)
+        self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)   # user factors: folded in
 
     def user_vectors(self, histories) -> np.ndarray:
         """The user factors folded in from each item-index history."""
@@ -74,7 +73,7 @@ class ALS(_ImplicitMF):
                                        random_state=self.seed)
 
     def fit(self, train, valid=None):
-        self._fit_implicit(train)        # user factors are re-solved at prediction time
+        self._fit_implicit(train)
         return self
 
     def user_vectors(self, histories):
@@ -102,11 +101,10 @@ class ALS(_ImplicitMF):
 
         self._check_fitted()
         frame = coerce_events(new_interactions)
-        self.item_index(frame["item_id"])           # refuse items outside the catalogue, naming them
+        touched = np.unique(self.item_index(frame["item_id"]))   # refuses items outside the catalogue, naming them
         merged = histories.copy() if histories is not None else Histories()
         merged.extend(frame)
         hists = [self.item_index(merged[u]) for u in merged]
-        touched = np.unique(self.item_index(frame["item_id"]))
         x = self.user_vectors(hists)                 # current user factors
         xtx = x.T @ x
         reg = self.regularization * np.eye(x.shape[1], dtype=np.float32)

@@ -159,7 +159,8 @@ class SequentialRecommender(Recommender):
             raise ValueError(f"replay must be >= 0, not {replay}")
         started = time.perf_counter()
         frame = coerce_events(new_interactions)
-        new_items = [i for i in dict.fromkeys(frame["item_id"]) if not len(self.item_index([i], "drop"))]
+        distinct = list(dict.fromkeys(frame["item_id"]))
+        new_items = [i for i, known in zip(distinct, self.knows(distinct)) if not known]
         if new_items:
             domains = None
             if "domain" in frame.columns:
@@ -181,8 +182,8 @@ class SequentialRecommender(Recommender):
                              lambda h: self.item_index(h, "drop"), rng)
         windows = np.concatenate([fresh, old]) if len(old) else fresh
         losses = SequenceTrainer(self).update(windows, epochs, lr, trainable, rng)
-        new_users = 0 if histories is None else sum(u not in histories for u in frame["user_id"].unique())
-        record = {"events": len(frame), "new_users": int(new_users) if histories is not None else None,
+        new_users = None if histories is None else int(sum(u not in histories for u in frame["user_id"].unique()))
+        record = {"events": len(frame), "new_users": new_users,
                   "new_items": len(new_items), "new_windows": len(fresh), "replay_windows": len(old),
                   "positions": int((windows[:, 1:] > 0).sum()),            # targets trained on: the work done
                   "losses": losses, "seconds": time.perf_counter() - started}
@@ -194,7 +195,7 @@ class SequentialRecommender(Recommender):
         """Add catalogue items after training; they are scorable at once (no retraining)."""
         self._check_fitted()
         item_ids = [str(i) for i in item_ids]
-        clash = [i for i in item_ids if len(self.item_index([i], "drop"))]
+        clash = [i for i, known in zip(item_ids, self.knows(item_ids)) if known]
         if clash or len(set(item_ids)) < len(item_ids):
             raise ValueError(f"items already known or repeated: {(clash or item_ids)[:5]}")
         self._grow_items(item_ids, vectors, domains if domains is None else [str(d) for d in domains],
