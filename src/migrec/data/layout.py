@@ -11,6 +11,7 @@ import pandas as pd
 
 from .cleaning import CleaningReport, StepReport
 from .schema import DOMAIN, EVENT, ITEM, TIME, USER, DataError
+from .tabular import role_mapping
 
 # -- the prepared layout ----------------------------------------------------------------------
 USER_CODE, ITEM_CODE, POSITION, SPLIT = "user_code", "item_code", "position", "split"
@@ -120,15 +121,7 @@ def log_dataset(url: str, storage_options: dict | None = None):
 
 def log_mapping(names: list[str], columns: dict | None, where: str) -> dict:
     """role -> source column of the log (default: the schema names present)."""
-    roles = (USER, ITEM, TIME, EVENT, DOMAIN)
-    if columns is None:
-        columns = {role: role for role in roles if role in names}
-    unknown = set(columns) - set(roles)
-    if unknown:
-        raise ValueError(f"unknown schema columns {sorted(unknown)}; use some of {list(roles)}")
-    for role in (USER, ITEM):
-        if role not in columns:
-            raise ValueError(f"columns must map {role!r} to a column of the log")
+    columns = role_mapping(names, columns, (USER, ITEM, TIME, EVENT, DOMAIN), "log")
     for role, source in columns.items():
         if source not in names:
             raise DataError(f"missing column {source!r} (mapped to {role!r}); the log has {names}",

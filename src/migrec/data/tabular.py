@@ -123,18 +123,23 @@ def _columns_of(source, sep, encoding) -> list[str]:
     return next(csv.reader([header], delimiter=sep), [])
 
 
-def _log_mapping(path, columns: Mapping[str, str] | None, sep, encoding) -> dict:
-    """The role -> column mapping, defaulting to the schema names found in the table."""
+def role_mapping(present, columns: Mapping[str, str] | None, roles, what: str = "table") -> dict:
+    """role -> source column: `columns` checked against `roles` (user and item required), or by
+    default the schema names among the `present` columns."""
     if columns is None:
-        present = _columns_of(path, sep, encoding)
-        columns = {role: role for role in LOG_ROLES if role in present}
-    unknown = set(columns) - set(LOG_ROLES)
+        columns = {role: role for role in roles if role in present}
+    unknown = set(columns) - set(roles)
     if unknown:
-        raise ValueError(f"unknown schema columns {sorted(unknown)}; use some of {list(LOG_ROLES)}")
+        raise ValueError(f"unknown schema columns {sorted(unknown)}; use some of {list(roles)}")
     for role in (USER, ITEM):
         if role not in columns:
-            raise ValueError(f"columns must map {role!r} to a column of the table")
+            raise ValueError(f"columns must map {role!r} to a column of the {what}")
     return dict(columns)
+
+
+def _log_mapping(path, columns: Mapping[str, str] | None, sep, encoding) -> dict:
+    """The role -> column mapping, defaulting to the schema names found in the table."""
+    return role_mapping(_columns_of(path, sep, encoding) if columns is None else (), columns, LOG_ROLES)
 
 
 def _minimal_catalogue(log: pd.DataFrame, domain: str) -> pd.DataFrame:
