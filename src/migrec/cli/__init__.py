@@ -6,6 +6,7 @@
     transfer.py    transfer: the transfer regimes between domains
     interests.py   interests: one user's interest profile and migrations (migrec.drift.report)
     demo.py        demo: the whole pipeline on MovieLens-100K
+    serve.py       serve, import, update, keys: the REST service and its store (migrec.serving)
 
 Only this package imports these modules; the library never imports the command line.
 """
@@ -15,7 +16,7 @@ import argparse
 import logging
 import sys
 
-from . import core, demo, interests, recommend, transfer
+from . import core, demo, interests, recommend, serve, transfer
 from .common import command_line, parse_value, show_recommendations
 
 __all__ = ["main", "build_parser", "command_line", "parse_value", "show_recommendations"]
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_parser(sub)
     interests.add_parser(sub)
     demo.add_parser(sub)
+    serve.add_parsers(sub)
     return parser
 
 
