@@ -17,9 +17,10 @@ Context (optional, `context="hour"` or `"weekday"`): at a given request time, it
 reached through `score_context`, not through the evaluator's plain `score_histories`.
 
 The blend is a full model: scoring is read-only (the detector runs on each history as it
-comes), its item universe is the base model's, and `save` writes the base model as a
-nested folder and the fitted detector (a `MigrationDetector`: hyper-parameters in the
-manifest, calibration arrays in the safetensors file) with the blend's own state.
+comes), its item universe is the base model's (`add_items` and `partial_fit` go to the base;
+new items' text vectors join `item_vectors_`), and `save` writes the base model as a nested
+folder and the fitted detector (a `MigrationDetector`: hyper-parameters in the manifest,
+calibration arrays in the safetensors file) with the blend's own state.
 """
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ import itertools
 
 import numpy as np
 
+from ..models.artifact import check_encoder
 from ..models.base import Recommender
+from ..models.incremental import coerce_events, vectors_for
 from .detection import MigrationDetector
 
 BUCKETS = {"hour": lambda t: ((t // 3600) % 24 // 3).astype(np.int64),      # 8 three-hour buckets (UTC)
@@ -161,6 +164,43 @@ class AdaptiveBlend(Recommender):
             if score > best + 1e-9:
                 best, choice = score, (w_min, w_max)
         return choice, float(best)
+
+    # -- growth: new items and new events go to the base model -------------------------------------
+    def add_items(self, item_ids, vectors=None, domains=None, encoder: str | None = None) -> None:
+        """Add items to the base model (`base.add_items`) and their text vectors to `item_vectors_`,
+        so the detector reads them too. `vectors`: an array (rows in item_ids order), a mapping
+        or a frame (see models.incremental.vectors_for)."""
+        self._check_fitted()
+        if not hasattr(self.base, "add_items"):
+            raise ValueError(f"the base model {type(self.base).__name__} cannot take new items (no add_items)")
+        check_encoder(self.encoder_info(), encoder, "the new items' vectors")
+        item_ids = [str(i) for i in item_ids]
+        rows = vectors_for(item_ids, vectors, self.item_vectors_.shape[1])   # checked before anything changes
+        self.base.add_items(item_ids, rows, domains=domains, encoder=encoder)
+        self.item_vectors_ = np.vstack([self.item_vectors_, rows])
+
+    def partial_fit(self, new_interactions, histories=None, item_vectors=None, encoder: str | None = None, **kw):
+        """`base.partial_fit` on the new events (keyword arguments go to it); items new to the base
+        need `item_vectors` (as in `add_items`), whose rows also join `item_vectors_`. The detector
+        and the blend weights stay as fitted. A base without partial_fit raises NotImplementedError."""
+        self._check_fitted()
+        frame = coerce_events(new_interactions)
+        distinct = list(dict.fromkeys(frame["item_id"]))
+        new = [i for i, known in zip(distinct, self.knows(distinct)) if not known]
+        lookup = {}
+        if new and hasattr(self.base, "add_items"):      # a base without add_items refuses them itself
+            check_encoder(self.encoder_info(), encoder, "item_vectors")
+            lookup = dict(zip(new, vectors_for(new, item_vectors, self.item_vectors_.shape[1])))
+        before = len(self.base.item_ids_)
+        if new:
+            kw.update(item_vectors=lookup, encoder=encoder)
+        try:
+            self.base.partial_fit(frame, histories=histories, **kw)
+        finally:                                         # items the base took stay in step, even on an error
+            grown = [str(i) for i in self.base.item_ids_[before:]]
+            if grown:
+                self.item_vectors_ = np.vstack([self.item_vectors_, np.stack([lookup[i] for i in grown])])
+        return self
 
     # -- migration (read-only) ----------------------------------------------------------------------
     def _detector(self):
