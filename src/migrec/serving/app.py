@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=PRINTABLE)]
 Text = Annotated[str, StringConstraints(max_length=10_000, pattern=r"^[^\x00]*$")]
+ApiKey = Annotated[str | None, Header(alias="X-API-Key")]
 
 
 @dataclass
@@ -119,13 +120,14 @@ class Service:
                              "made by `migrec train`) or import a data set first (migrec import)")
         target = self.updater.next_path()
         shutil.copytree(folder, target)
-        number = self.store.add_version(str(target.resolve()), events_upto=self.store.last_seq(), metrics={},
+        number = self.store.add_version(f"{target.parent.name}/{target.name}", events_upto=self.store.last_seq(), metrics={},
                                         note=f"imported from {folder}")
         self.store.set_live(number)
         return self.store.live_version()
 
     def load(self, version: dict) -> LiveModel:
-        return LiveModel.from_dir(version["path"], version["version"], store_items=self.store.items(source="api"),
+        path = Path(version["path"])            # relative to the data directory (absolute ones kept)
+        return LiveModel.from_dir(path if path.is_absolute() else self.data_dir / path, version["version"], store_items=self.store.items(source="api"),
                                   histories=self.store.histories(), encoder=self.config.encoder)
 
     def swap(self, live: LiveModel) -> None:
@@ -214,8 +216,6 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
         if scope == "read" and not cfg.auth_reads:
             return
         authorise(service.store, key, scope, cfg.auth)
-
-    ApiKey = Annotated[str | None, Header(alias="X-API-Key")]
 
     @app.middleware("http")
     async def measure(request: Request, call_next):
@@ -308,8 +308,11 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
             live = service.live
             if live.has_item(item.item_id) or service.store.get_item(item.item_id) is not None:
                 raise HTTPException(409, f"item {item.item_id!r} already exists")
-            vector = live.encode_items([row])[0]
+            if not live.takes_items:
+                raise HTTPException(409, f"the live model ({live.model.name}) cannot take new items without "
+                                         f"retraining; serve a text model (interest-text, interest-text+id)")
             try:
+                vector = live.encode_items([row])[0]
                 grown = live.with_items([row], [vector])
             except ValueError as exc:
                 raise HTTPException(409, str(exc)) from None

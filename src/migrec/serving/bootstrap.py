@@ -82,7 +82,7 @@ def import_dataset(store, versions_dir, kind: str, path: str | None = None, mode
     # numbered like the updater's versions: the first folder is v0001
     out = write_model_folder(estimator, split.train.catalogue, Path(versions_dir) / "v0001",
                              encoder if text else None, template, {"dataset": kind, "path": path})
-    version = store.add_version(str(out.resolve()), events_upto=store.last_seq(),
+    version = store.add_version(f"{Path(versions_dir).name}/{out.name}", events_upto=store.last_seq(),
                                 metrics={"valid_ndcg@10": getattr(estimator, "valid_ndcg_", None)},
                                 note=f"imported {kind}: {n} events; trained {estimator.name} "
                                      f"in {time.time() - started:.0f} s")

@@ -8,6 +8,7 @@ ranking (history items masked, as the evaluator does); the candidate is saved as
 and goes live only when its NDCG@10 is not below the live model's minus `tolerance`. The live
 model keeps serving throughout: the service swaps the reference once the new version is loaded.
 Every version stays on disk with its metrics, so `rollback` can go back to any of them.
+Version paths in the store are relative to the data directory, so the directory can move.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class UpdatePolicy:
     tolerance: float = 0.0        # the candidate may be this much below the live NDCG@10 and still win
     epochs: int = 1
     replay: float = 1.0
+    lr: float | None = None       # partial_fit's learning rate (None: the model's own)
     seed: int = 0
 
 
@@ -94,7 +96,7 @@ class Updater:
         if len(events) < p.min_events:
             record["note"] = f"{len(events)} new events, fewer than min_events={p.min_events}"
             return self._finish(record)
-        if not hasattr(type(live.model), "partial_fit") or not _can_update(live.model):
+        if not _can_update(live.model):
             record.update(decision="unsupported", note=f"{live.model.name} has no partial_fit")
             return self._finish(record)
         train, held = holdout_split(events.reset_index(drop=True), p.holdout_users, p.seed)
@@ -104,7 +106,7 @@ class Updater:
         before = self.store.histories(upto_seq=after)
         candidate = live.model.clone()
         candidate.partial_fit(train[["user_id", "item_id", "timestamp", "domain"]], histories=before,
-                              epochs=p.epochs, replay=p.replay, seed=p.seed)
+                              epochs=p.epochs, replay=p.replay, lr=p.lr, seed=p.seed)
         # the check: each held-back event after everything its user did before it
         everything = self.store.histories(upto_seq=upto, users=list(held["user_id"].unique()))
         hists, targets = [], []
@@ -122,7 +124,7 @@ class Updater:
             source = Path(live.path) / name
             if source.exists():
                 shutil.copy2(source, path / name)
-        version = self.store.add_version(str(path), events_upto=upto, metrics=record["metrics_after"],
+        version = self.store.add_version(f"{self.versions_dir.name}/{path.name}", events_upto=upto, metrics=record["metrics_after"],
                                          parent=current["version"], status="candidate",
                                          note=f"partial_fit on {len(train)} events, {len(held)} held back")
         if wins:
@@ -142,7 +144,8 @@ class Updater:
 
 
 def _can_update(model) -> bool:
-    """Whether the model's class overrides the base `partial_fit` (the base refuses)."""
+    """Whether the model (and the model a blend wraps) overrides the base `partial_fit`, which refuses."""
     from ..models.base import Recommender
 
-    return type(model).partial_fit is not Recommender.partial_fit
+    return all(type(m).partial_fit is not Recommender.partial_fit for m in (model, getattr(model, "base", model))
+               if m is not None)
