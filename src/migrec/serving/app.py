@@ -21,7 +21,7 @@ import torch
 from fastapi import Body, FastAPI, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
 
 from .auth import authorise
 from .live import LiveModel
@@ -51,6 +51,7 @@ class ServiceConfig:
     max_history: int = 200                 # newest events a recommendation reads
     threads: int = 1                       # torch threads per request
     trending_days: float = 7.0             # cold start: popularity over the last days, all-time after
+    trending_min: int = 5                  # events an item needs in that window to count as trending
     popular_ttl: float = 2.0               # seconds a popularity list is reused (cleared on deletion)
 
     def store_url(self) -> str:
@@ -70,6 +71,15 @@ class EventIn(BaseModel):
 class EventBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     events: Annotated[list[EventIn], Field(min_length=1, max_length=10_000)]
+
+
+def _event_shape(value) -> str:
+    return "batch" if isinstance(value, dict) and "events" in value else "event"
+
+
+# one event or {"events": [...]}; the tag picks the model, so an error names one shape's fields
+Events = Annotated[Union[Annotated[EventBatch, Tag("batch")], Annotated[EventIn, Tag("event")]],
+                   Discriminator(_event_shape)]
 
 
 class ItemIn(BaseModel):
@@ -186,7 +196,8 @@ class Service:
         if hit is not None and time.monotonic() - hit[0] < self.config.popular_ttl:
             return hit[1]
         since = math.floor(time.time() / 86400 - self.config.trending_days)
-        rows = self.store.popular(domain, k, since_day=since, exclude=exclude)
+        rows = [r for r in self.store.popular(domain, k, since_day=since, exclude=exclude)
+                if r[1] >= self.config.trending_min]
         if len(rows) < k:                      # not enough recent activity: fill with all-time popularity
             taken = {item for item, _ in rows}
             rows += [r for r in self.store.popular(domain, k + len(taken), exclude=exclude)
@@ -232,7 +243,7 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
 
     # -- events ------------------------------------------------------------------------------------
     @app.post("/events", summary="Store one event or a batch; acknowledged after a durable commit")
-    def post_events(body: Annotated[Union[EventBatch, EventIn], Body()], x_api_key: ApiKey = None):
+    def post_events(body: Annotated[Events, Body()], x_api_key: ApiKey = None):
         need("write", x_api_key)
         events = body.events if isinstance(body, EventBatch) else [body]
         live, now, rows = service.live, time.time(), []
