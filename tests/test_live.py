@@ -184,7 +184,8 @@ def test_occlusion_weights_are_score_differences(live, interest):
     top = got["items"][0]
     target = model.item_index([top["item_id"]])[0]
     full = model.score_histories([idx])[0, target]
-    drops = {j: full - model.score_histories([np.delete(idx, j)])[0, target] for j in range(10, 60)}
+    window = range(len(idx) - live.explain_window, len(idx))
+    drops = {j: full - model.score_histories([np.delete(idx, j)])[0, target] for j in window}
     best = sorted((j for j in drops if drops[j] > 0), key=lambda j: -drops[j])[:3]
     because = top["because"]
     assert [b["position"] for b in because] == best and 1 <= len(because) <= 3
