@@ -30,11 +30,12 @@ from migrec.data.schema import TIME, USER  # noqa: E402
 from migrec.data.split import EvalSet  # noqa: E402
 from migrec.drift.adaptation import AdaptiveBlend  # noqa: E402
 from migrec.drift.detection import MigrationDetector  # noqa: E402
-from migrec.evaluation import PeakMemory, evaluate, machine_description  # noqa: E402
+from migrec.evaluation import PeakMemory, evaluate  # noqa: E402
+from migrec.hardware import machine_description  # noqa: E402
 from migrec.evaluation import metrics as M  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-SEQ = dict(hidden=64, layers=2, heads=2, max_len=200, lr=2e-3, batch_size=128, epochs=200, bf16=True,
+SEQ = dict(hidden=64, layers=2, heads=2, max_len=200, lr=2e-3, batch_size=128, epochs=200, precision="auto",
            progress=False, device="cpu")
 PARAMS = {
     "ml-100k": {"interest-text+id": dict(SEQ, dropout=0.5, patience=5, max_train_seconds=240),

@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import write_json, write_results_md  # noqa: E402
 from migrec import pipeline  # noqa: E402
-from migrec.evaluation import PeakMemory, machine_description  # noqa: E402
+from migrec.evaluation import PeakMemory  # noqa: E402
+from migrec.hardware import machine_description  # noqa: E402
 from migrec.models.interest import InterestModel  # noqa: E402
 from migrec.models.retrieval import build, search  # noqa: E402
 

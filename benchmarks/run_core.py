@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from migrec import pipeline  # noqa: E402
-from migrec.evaluation import Experiment, machine_description  # noqa: E402
+from migrec.evaluation import Experiment  # noqa: E402
+from migrec.hardware import machine_description  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import RESULTS, read as _read, write_results_md  # noqa: E402
@@ -28,9 +29,9 @@ ALL_MODELS = ["popularity", "itemknn", "als", "bpr", "sasrec", "interest-text", 
 
 # Hyper-parameters per data set; sequential models stop early on validation NDCG@10.
 _SEQ_100K = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.5, lr=2e-3, batch_size=128,
-                 epochs=200, patience=5, bf16=True, progress=False, max_train_seconds=240)
+                 epochs=200, patience=5, precision="auto", progress=False, max_train_seconds=240)
 _SEQ_1M = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.2, lr=2e-3, batch_size=128,
-               epochs=200, patience=3, bf16=True, progress=False, max_train_seconds=840)
+               epochs=200, patience=3, precision="auto", progress=False, max_train_seconds=840)
 PARAMS = {
     "ml-100k": {"sasrec": _SEQ_100K, "interest-text": _SEQ_100K, "interest-text+id": _SEQ_100K,
                 "als": dict(factors=64, regularization=0.05, alpha=10.0), "itemknn": dict(neighbors=100)},
@@ -58,6 +59,8 @@ def run(name: str, data: Path, models: list[str], encoder: str, command: str, ca
                 params[m]["max_train_seconds"] = cap
     built = {m: pipeline.build_model(m, **params[m]) for m in models}
     result = Experiment(split, built, ks=(10, 20, 50), item_vectors=split.train.item_vectors).run()
+    for r in result.rows:   # how training ran: precision, stopped_by (patience, epochs or the time cap)
+        r["training"] = dict(getattr(built.get(r["model"]), "training_", {}))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{label or name}.json"
     previous = _read(out)

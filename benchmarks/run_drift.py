@@ -24,7 +24,7 @@ from migrec.drift.forecast import kl_divergence, log_likelihood  # noqa: E402
 from migrec.drift.profiles import item_factors, timeline, user_histories  # noqa: E402
 from migrec.drift.topics import category_topics  # noqa: E402
 from migrec.encoders import encode_catalogue  # noqa: E402
-from migrec.evaluation import machine_description  # noqa: E402
+from migrec.hardware import machine_description  # noqa: E402
 from migrec.evaluation.memory import PeakMemory  # noqa: E402
 
 LA, LB, TOL, OFFLINE_TOL = 50, 30, 20, 10

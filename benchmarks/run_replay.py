@@ -27,14 +27,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import RESULTS, read, write_json, write_results_md  # noqa: E402
 from migrec import pipeline  # noqa: E402
 from migrec.data.schema import TIME  # noqa: E402
-from migrec.evaluation import PeakMemory, machine_description  # noqa: E402
+from migrec.evaluation import PeakMemory  # noqa: E402
+from migrec.hardware import machine_description  # noqa: E402
 from migrec.evaluation.replay import STRATEGIES, EventLog, fit_until, replay_evaluate  # noqa: E402
 from migrec.models.base import Recommender  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE.parent / "runs" / "replay"
 SEQ = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.5, lr=2e-3, batch_size=128, epochs=200,
-           patience=5, bf16=True, progress=False, max_train_seconds=150, device="cpu")
+           patience=5, precision="auto", progress=False, max_train_seconds=150, device="cpu")
 PARAMS = {"interest-text+id": SEQ, "sasrec": SEQ, "als": dict(factors=64, regularization=0.05, alpha=10.0, threads=1)}
 SEQ_1M = dict(SEQ, dropout=0.2, patience=3, max_train_seconds=300)    # as run_core's ML-1M, smaller budget
 PARAMS_1M = {**PARAMS, "interest-text+id": SEQ_1M, "sasrec": SEQ_1M}

@@ -294,7 +294,7 @@ def main(argv=None) -> None:
         return child(*args.child)
 
     from _report import RESULTS, write_json, write_results_md
-    from migrec.evaluation import machine_description
+    from migrec.hardware import machine_description
 
     command = "python benchmarks/run_scaling.py " + " ".join(sys.argv[1:] if argv is None else argv)
     work = Path(args.work)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import RESULTS, read, write_json, write_results_md  # noqa: E402
 from migrec.data import load_amazon_food_kitchen, load_unisrec  # noqa: E402
 from migrec.data.multidomain import combine  # noqa: E402
-from migrec.evaluation import machine_description  # noqa: E402
+from migrec.hardware import machine_description  # noqa: E402
 from migrec.evaluation.plots import segment_chart  # noqa: E402
 from migrec.transfer import ALL, flag_negative_transfer  # noqa: E402
 from migrec.transfer.run import run_transfer  # noqa: E402

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from migrec import pipeline  # noqa: E402
 from migrec.data import Histories  # noqa: E402
 from migrec.data.split import TrainSet  # noqa: E402
-from migrec.evaluation import PeakMemory, machine_description  # noqa: E402
+from migrec.evaluation import PeakMemory  # noqa: E402
+from migrec.hardware import machine_description  # noqa: E402
 from migrec.models.sasrec import SASRec  # noqa: E402
 from migrec.models.training import training_windows  # noqa: E402
 

@@ -45,7 +45,10 @@ def encoder_args(p: argparse.ArgumentParser) -> None:
 
 def train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="sequential models: maximum epochs")
-    p.add_argument("--max-train-seconds", type=float, default=None, help="sequential models: time budget")
+    p.add_argument("--max-train-seconds", type=float, default=None,
+                   help="sequential models: a wall-clock safety cap (early stopping decides; reported if it fires)")
+    p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"),
+                   help="sequential models' training matmuls; auto = bf16 only where the CPU/GPU has it natively")
     p.add_argument("--device", default="auto", help="sequential models: cpu, cuda or auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--param", action="append", default=[], metavar="MODEL.KEY=VALUE",
@@ -71,6 +74,8 @@ def model_params(name: str, args) -> dict:
             params["epochs"] = args.epochs
         if args.max_train_seconds is not None:
             params["max_train_seconds"] = args.max_train_seconds
+        if getattr(args, "precision", None) is not None:
+            params["precision"] = args.precision
     for item in args.param:
         key, _, value = item.partition("=")
         model, _, field = key.partition(".")

@@ -38,15 +38,19 @@ class SequentialRecommender(Recommender):
                  max_len: int = 200, epochs: int = 200, batch_size: int = 128, lr: float = 1e-3,
                  weight_decay: float = 0.0, temperature: float = 1.0, normalize: bool = False,
                  patience: int = 5, eval_every: int = 1, device: str = "auto", seed: int = 0,
-                 progress: bool = True, max_train_seconds: float | None = None, bf16: bool = False,
+                 progress: bool = True, max_train_seconds: float | None = None, precision: str = "fp32",
                  negatives: int | None = None, softmax_over: str = "all",
                  ann_threshold: int | None = DEFAULT_THRESHOLD):
         self.hidden, self.layers, self.heads, self.dropout = hidden, layers, heads, dropout
         self.max_len, self.epochs, self.batch_size, self.lr = max_len, epochs, batch_size, lr
         self.weight_decay, self.temperature, self.normalize = weight_decay, temperature, normalize
         self.patience, self.eval_every, self.device = patience, eval_every, device
+        # max_train_seconds: a safety cap on the wall clock; training stops by patience or epochs,
+        # and training_["stopped_by"] says which ended it ("max_train_seconds" when the cap fired)
         self.seed, self.progress, self.max_train_seconds = seed, progress, max_train_seconds
-        self.bf16 = bf16  # bfloat16 autocast for training matmuls: ~25 % faster on AVX512-BF16 CPUs
+        # training matmuls: "fp32", "bf16" (autocast) or "auto" (bf16 only where native, see
+        # migrec.hardware; ~25 % faster there, ~3x slower where emulated); training_["precision"]
+        self.precision = precision
         # negatives=N: sampled softmax over the batch's targets + N items, instead of the
         # full softmax; needed when the catalogue is large (tens of thousands of items on CPU).
         self.negatives = negatives
@@ -302,6 +306,13 @@ class SequentialRecommender(Recommender):
         return frame.sort_values("attribution", ascending=False, key=abs).reset_index(drop=True)
 
     # -- persistence: weights as arrays, nothing pickled ----------------------------------------
+    @classmethod
+    def from_artifact(cls, manifest, arrays, children):
+        params = dict(manifest["params"])
+        if "bf16" in params:          # written before `precision` replaced the `bf16` flag
+            params["precision"] = "bf16" if params.pop("bf16") else "fp32"
+        return super().from_artifact({**manifest, "params": params}, arrays, children)
+
     def _state(self):
         state, arrays, children = super()._state()
         arrays.update({f"net.{k}": v.detach().cpu().float().numpy() if v.is_floating_point() else v.cpu().numpy()

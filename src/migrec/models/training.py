@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from .. import hardware
 from . import distributed
 from .transformer import right_pad
 
@@ -163,7 +164,7 @@ class _Objective(nn.Module):
         m, t = self.trainer.model, self.trainer
         seq, target = batch[:, :-1], batch[:, 1:]
         keep = target > 0  # right padding: a real target always follows a real input
-        with torch.autocast(m.device_.type, dtype=torch.bfloat16, enabled=bool(m.bf16)):
+        with torch.autocast(m.device_.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
             if m.negatives:
                 logits, labels = t._sampled_logits(seq, target[keep], keep, drawn, all_targets)
             else:
@@ -183,6 +184,7 @@ class SequenceTrainer:
         self.pool = None        # table indices negatives are drawn from (sampled softmax)
         self.excluded = None    # -inf on items outside the softmax (full softmax, softmax_over="seen")
         self.rank, self.world = distributed.world()
+        self.precision = hardware.resolve_precision(model.precision, model.device_)   # "fp32" or "bf16"
 
     def fit(self, train, valid=None, trainable: str = "all"):
         """Train on every window of `train` with early stopping on `valid` (if given; rank 0's counts)."""
@@ -257,7 +259,7 @@ class SequenceTrainer:
         m = self.model
         main = self.rank == 0
         best, best_state, stale, started = -1.0, None, 0, time.time()
-        m.history_ = []
+        m.history_, stopped_by = [], "epochs"
         bar = tqdm(range(1, m.epochs + 1), desc=f"fit {m.name}", disable=not (m.progress and main), leave=False)
         for epoch in bar:
             loss = self._epoch(windows, step, opt, rng)
@@ -285,10 +287,13 @@ class SequenceTrainer:
             if main:
                 log.info("%s epoch %d %s", m.name, epoch, record)
             if stale >= m.patience:
+                stopped_by = "patience"
                 break
             if over_time:
                 if main:
-                    log.warning("%s stopped by max_train_seconds after epoch %d", m.name, epoch)
+                    log.warning("%s stopped by the max_train_seconds cap (%s s) after epoch %d, before "
+                                "converging", m.name, m.max_train_seconds, epoch)
+                stopped_by = "max_train_seconds"
                 break
         bar.close()
         if best_state is not None:
@@ -296,6 +301,9 @@ class SequenceTrainer:
         if self.world > 1:
             distributed.broadcast_module(m.net_)   # rank 0's best weights on every rank
         m.best_valid_ndcg_ = best
+        # what the latest fit / fine_tune ran: results say how training ended and in which precision
+        m.training_ = {**getattr(m, "training_", {}), "precision": self.precision, "stopped_by": stopped_by,
+                       "epochs_run": len(m.history_), "train_seconds": round(time.time() - started, 2)}
         m.net_.eval()
         m.weights_changed()
 

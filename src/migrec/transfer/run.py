@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 # Defaults sized for a 2-core CPU on tens of thousands of items (sampled softmax).
 INTEREST = dict(hidden=64, layers=2, heads=2, max_len=50, dropout=0.3, lr=1e-3, batch_size=256, negatives=2048,
-                epochs=100, patience=3, bf16=True, progress=False, max_train_seconds=600, use_id=True)
+                epochs=100, patience=3, precision="auto", progress=False, max_train_seconds=600, use_id=True)
 FINETUNE = dict(lr=5e-4)
 
 
