@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .data import (Dataset, load_amazon_food_kitchen, load_movielens_1m, load_movielens_100k, load_table,
-                   load_unisrec)
+from .data import (Dataset, load_amazon_food_kitchen, load_movielens_1m, load_movielens_100k, load_seqrec,
+                   load_table, load_unisrec)
 from .drift.adaptation import AdaptiveBlend
 from .models import artifact
 from .models.base import Recommender
@@ -27,6 +27,7 @@ LOADERS = {
     "ml-1m": load_movielens_1m,
     "amazon-food-kitchen": load_amazon_food_kitchen,
     "unisrec": load_unisrec,
+    "seqrec": load_seqrec,
     "table": load_table,
     "parquet": Dataset.from_parquet,
 }

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from .amazon import load_amazon_food_kitchen
 from .movielens import load_movielens_1m, load_movielens_100k
+from .seqrec import load_seqrec
 from .tabular import load_table
 from .unisrec import load_unisrec
 
-__all__ = ["load_movielens_100k", "load_movielens_1m", "load_amazon_food_kitchen", "load_unisrec", "load_table"]
+__all__ = ["load_movielens_100k", "load_movielens_1m", "load_amazon_food_kitchen", "load_unisrec", "load_table",
+           "load_seqrec"]
