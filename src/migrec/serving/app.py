@@ -7,6 +7,7 @@ half a swap. Request paths carry user ids, so the service writes no access log.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -20,6 +21,8 @@ from typing import Annotated, Union
 import torch
 from fastapi import Body, FastAPI, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
 
@@ -94,6 +97,16 @@ class ItemIn(BaseModel):
 class RollbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: Annotated[int, Field(ge=1)] | None = None
+
+
+def json_safe(value):
+    """`value` when a JSON answer can carry it, else its repr: a lone surrogate (valid JSON escape
+    syntax, not text) and inf/nan (1e400) cannot be echoed back as they came."""
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def invalid(loc: list, message: str) -> HTTPException:
@@ -236,6 +249,13 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
         service.metrics.latency.labels(request.method, route, str(response.status_code)).observe(
             time.perf_counter() - started)
         return response
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(request: Request, exc: RequestValidationError):
+        # FastAPI's own answer, with each rejected input made safe to echo (else rendering it was a 500)
+        errors = [{k: [json_safe(p) for p in v] if k == "loc" else json_safe(v) for k, v in e.items()}
+                  for e in jsonable_encoder(exc.errors())]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError):
