@@ -27,7 +27,9 @@ INTRO = [
     "Generated from `benchmarks/results/*.json` by the benchmark scripts; do not edit by hand "
     "(`python benchmarks/run_core.py --report-only` redraws it).",
     "Unless a section says otherwise, metrics are full ranking over every candidate item with the user's "
-    "history excluded; `sampled:` metrics rank the target among sampled negatives. `train s` is the wall "
+    "history excluded (`repeats=exclude`: every history item masked, so a target the user already had is a "
+    "miss; each section's protocol names the policy that ran); `sampled:` metrics rank the target among "
+    "sampled negatives. `train s` is the wall "
     "time of `fit`; `peak RSS MB` is the process's peak resident memory during `fit`, data included.", ""]
 
 

@@ -33,6 +33,7 @@ from migrec.drift.detection import MigrationDetector  # noqa: E402
 from migrec.evaluation import PeakMemory, evaluate  # noqa: E402
 from migrec.hardware import machine_description  # noqa: E402
 from migrec.evaluation import metrics as M  # noqa: E402
+from migrec.evaluation.evaluator import repeats_note  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SEQ = dict(hidden=64, layers=2, heads=2, max_len=200, lr=2e-3, batch_size=128, epochs=200, precision="auto",
@@ -146,7 +147,8 @@ def run_dataset(name: str, args, command: str) -> list:
                      "blend_weights": list(blend.weights_), "context_weight": best_cw, **common})
         for r in rows[-4:]:
             print(r["model"], r["metrics"], r.get("blend_weights"), r.get("context_weight"), f"after={n_after}")
-    protocol = (f"{split.protocol}; full ranking over all {train.n_items} catalogue items, history excluded. "
+    protocol = (f"{split.protocol}; full ranking over all {train.n_items} catalogue items; "
+                f"{repeats_note('exclude')} (also in the blend's validation tuning). "
                 f"Blend = (1-w) z(base scores of the full history) + w z(base scores of the last {args.short} "
                 f"events); w = w_min, or w_max when MigrationDetector({DETECTOR}) fires on one of the last "
                 f"{args.recent} history events; (w_min, w_max) from a grid by validation NDCG@10. +recency = the "
@@ -178,7 +180,8 @@ def main(argv=None) -> None:
     previous = read(RESULTS / "drift-adaptation.json") or {"protocol": "", "command": ""}
     protocols = [p for p in previous["protocol"].split(" | ") if p and p.split(":")[0] not in args.datasets] + protocols
     commands = [c for c in previous["command"].split(" ; ") if c and c != command.strip()]
-    write_json({"dataset": "drift-adaptation", "protocol": " | ".join(protocols), "machine": machine_description(),
+    write_json({"dataset": "drift-adaptation", "protocol": " | ".join(protocols), "repeats": "exclude",
+                "machine": machine_description(),
                 "command": " ; ".join(commands + [command.strip()]), "rows": rows})
     write_results_md()
 

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from migrec import pipeline  # noqa: E402
 from migrec.evaluation import Experiment  # noqa: E402
 from migrec.hardware import machine_description  # noqa: E402
+from migrec.evaluation.evaluator import REPEATS, repeats_note  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import RESULTS, read as _read, write_results_md  # noqa: E402
@@ -49,7 +50,7 @@ def load(name: str, data: Path):
 
 
 def run(name: str, data: Path, models: list[str], encoder: str, command: str, cap: float | None = None,
-        label: str | None = None):
+        label: str | None = None, repeats: str = "exclude"):
     dataset = load(name, data)
     split = pipeline.prepare_split(dataset, encoder=encoder)
     params = {m: dict(PARAMS[name].get(m, {})) for m in models}
@@ -58,14 +59,14 @@ def run(name: str, data: Path, models: list[str], encoder: str, command: str, ca
             if "max_train_seconds" in params[m]:
                 params[m]["max_train_seconds"] = cap
     built = {m: pipeline.build_model(m, **params[m]) for m in models}
-    result = Experiment(split, built, ks=(10, 20, 50), item_vectors=split.train.item_vectors).run()
+    result = Experiment(split, built, ks=(10, 20, 50), item_vectors=split.train.item_vectors, repeats=repeats).run()
     for r in result.rows:   # how training ran: precision, stopped_by (patience, epochs or the time cap)
         r["training"] = dict(getattr(built.get(r["model"]), "training_", {}))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{label or name}.json"
     previous = _read(out)
     payload = result.to_json(out, dataset=label or name, protocol=f"{split.protocol}; full ranking over all "
-                             f"{split.train.n_items} catalogue items, training items excluded; "
+                             f"{split.train.n_items} catalogue items; {repeats_note(repeats)}; "
                              f"text encoder {encoder}", machine=machine_description(), command=command)
     kept = [r for r in previous["rows"] if r["model"] not in models] if previous else []  # rows not re-run
     payload["rows"] = sorted(kept + payload["rows"], key=lambda r: ALL_MODELS.index(r["model"]))
@@ -93,6 +94,9 @@ def main(argv=None) -> None:
     parser.add_argument("--encoder", default="st")
     parser.add_argument("--max-train-seconds", type=float, default=None,
                         help="safety cap per sequential model (default: the data set's own, 240 s / 840 s)")
+    parser.add_argument("--repeats", default="exclude", choices=REPEATS,
+                        help="history policy: exclude (every history item masked, a repeated target is a miss) "
+                             "or allow (nothing masked)")
     parser.add_argument("--label", default=None, help="results name instead of the data set's (one data set)")
     parser.add_argument("--report-only", action="store_true",
                         help="redraw the charts and RESULTS.md from the JSON files without training")
@@ -109,7 +113,7 @@ def main(argv=None) -> None:
     command = "python benchmarks/run_core.py " + " ".join(sys.argv[1:] if argv is None else argv)
     for name in args.datasets:
         run(name, Path(args.data), args.models.split(","), args.encoder, command.strip(), args.max_train_seconds,
-            args.label)
+            args.label, args.repeats)
     write_results_md()
 
 

@@ -29,6 +29,7 @@ from migrec import pipeline  # noqa: E402
 from migrec.data.schema import TIME  # noqa: E402
 from migrec.evaluation import PeakMemory  # noqa: E402
 from migrec.hardware import machine_description  # noqa: E402
+from migrec.evaluation.evaluator import REPEATS, repeats_note  # noqa: E402
 from migrec.evaluation.replay import STRATEGIES, EventLog, fit_until, replay_evaluate  # noqa: E402
 from migrec.models.base import Recommender  # noqa: E402
 
@@ -82,7 +83,8 @@ def run(args, name: str, command: str) -> None:
                                       strategies=args.strategies, retrain_every=args.retrain_every,
                                       max_steps=args.max_steps,
                                       item_vectors=vectors if m in pipeline.TEXT_MODELS else None,
-                                      partial_fit_kw=dict(epochs=args.epochs, replay=args.replay), initial=model)
+                                      partial_fit_kw=dict(epochs=args.epochs, replay=args.replay), initial=model,
+                                      repeats=args.repeats)
         for strategy, res in results.items():
             summary = res.summary()
             metrics = {"NDCG@10": summary["NDCG@10"], "HR@10": summary["HR@10"],
@@ -90,7 +92,7 @@ def run(args, name: str, command: str) -> None:
                        "HR@10:pooled": summary["HR@10:pooled"], "cases": summary["cases"]}
             print(f"{m}/{strategy}: {metrics}")
             rows.append({"model": f"{m}/{strategy}", "metrics": metrics,
-                         "train_seconds": fit["seconds"],
+                         "train_seconds": fit["seconds"], "repeats": res.repeats,
                          "peak_rss_mb": run_pm.peak_mb,
                          "retrain_every": args.retrain_every if strategy == "full-retrain" else None,
                          "steps": [{"step": s["step"], "start": s["start"], "events": s["events"],
@@ -101,12 +103,12 @@ def run(args, name: str, command: str) -> None:
                 f"(t={start:.0f}; last event per user held out for early stopping), then {args.days}-day steps: "
                 f"users active in the step with prior history are ranked from all their earlier events; targets "
                 f"= the step's distinct items; full ranking over all {len(dataset.catalogue)} catalogue items, "
-                f"history excluded; metrics = mean over steps. incremental = partial_fit(epochs={args.epochs}, "
+                f"{repeats_note(args.repeats)}; metrics = mean over steps. incremental = partial_fit(epochs={args.epochs}, "
                 f"replay={args.replay}); full-retrain = refit from scratch every retrain_every steps "
                 f"(train_seconds = the first fit; update_seconds = mean per step's update; peak RSS over the replay)")
     previous = read(RESULTS / f"{out_name}.json")      # runs of other models/strategies keep their command
     commands = [c for c in (previous or {}).get("command", "").split(" ; ") if c and c != command]
-    payload = {"dataset": out_name, "protocol": protocol, "machine": machine_description(),
+    payload = {"dataset": out_name, "protocol": protocol, "repeats": args.repeats, "machine": machine_description(),
                "command": " ; ".join(commands + [command]), "rows": rows}
     write_json(payload)
     chart(RESULTS / f"{out_name}.json")
@@ -142,6 +144,9 @@ def main(argv=None) -> None:
     parser.add_argument("--retrain-every", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=1, help="partial_fit epochs per step")
     parser.add_argument("--replay", type=float, default=1.0, help="replay windows per new window")
+    parser.add_argument("--repeats", default="exclude", choices=REPEATS,
+                        help="history policy: exclude (every history item masked, a step item the user had "
+                             "before is a miss) or allow (nothing masked)")
     parser.add_argument("--encoder", default="st")
     args = parser.parse_args(argv)
     args.models, args.strategies = args.models.split(","), args.strategies.split(",")

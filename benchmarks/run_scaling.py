@@ -328,7 +328,7 @@ def main(argv=None) -> None:
             "(softmax_over='all'), the trainer's history_ epoch time; als/ rows: ALS 64 factors, one alternating "
             "sweep (iterations=1), the whole fit; they repeat the point's one preparation measurement. "
             "eval_seconds: load the saved model and full-ranking evaluate (NDCG@10 over every catalogue item, "
-            f"history excluded) of {args.eval_users} fixed test users (seed 0), in batches of 128 users. *_peak_mb: per phase; peak_rss_mb: "
+            f"repeats=exclude: history masked) of {args.eval_users} fixed test users (seed 0), in batches of 128 users. *_peak_mb: per phase; peak_rss_mb: "
             "their maximum. train_loaded_mb: the training child's RSS after read_prepared + item vectors, before "
             "fit. Targets (issue 11): peak at 16x < 3x the 1x peak for preparation, < 2x for a training epoch "
             f"(see `targets`). Run time {minutes:.0f} min; 1-minute load average {min(load):.1f}-{max(load):.1f} "

@@ -23,6 +23,7 @@ from _report import RESULTS, read, write_json, write_results_md  # noqa: E402
 from migrec.data import load_amazon_food_kitchen, load_unisrec  # noqa: E402
 from migrec.data.multidomain import combine  # noqa: E402
 from migrec.hardware import machine_description  # noqa: E402
+from migrec.evaluation.evaluator import REPEATS, repeats_note  # noqa: E402
 from migrec.evaluation.plots import segment_chart  # noqa: E402
 from migrec.transfer import ALL, flag_negative_transfer  # noqa: E402
 from migrec.transfer.run import run_transfer  # noqa: E402
@@ -35,9 +36,10 @@ SEGMENTS = ["cold-users", "target-events:1-3", "target-events:4+", "cold-items",
 def save(result, dataset: str, command: str, extra_protocol: str = "") -> None:
     task = result.task
     skipped = task.notes.get("skipped")
-    protocol = (f"{task.protocol}. Sources: {', '.join(task.source)}; target: {task.target}. Plain keys: full "
-                f"ranking among the target domain's items (history excluded); sampled: keys: the target among "
-                f"999 target-domain items sampled uniformly (history excluded); segment keys: the same metrics on "
+    protocol = (f"{task.protocol}. Sources: {', '.join(task.source)}; target: {task.target}. History policy: "
+                f"{repeats_note(result.repeats)}. Plain keys: full ranking among the target domain's items; "
+                f"sampled: keys: the target among 999 target-domain items sampled uniformly from those the policy "
+                f"leaves rankable; segment keys: the same metrics on "
                 f"cases whose history has 0 target events (cold-users: target events removed from the held-out "
                 f"histories), 1-3 or 4+ target events, or whose target is a held-out item (cold-items). "
                 f"valid:NDCG@10 decides the negative-transfer flag. train_seconds of a transfer regime include its "
@@ -52,8 +54,8 @@ def save(result, dataset: str, command: str, extra_protocol: str = "") -> None:
             if f"{s}:NDCG@10" in m:
                 segs[s] = {"n": m[f"{s}:n"], "NDCG@10": m[f"{s}:NDCG@10"], "HR@10": m[f"{s}:HR@10"]}
         rows.append({**r, "segments": segs})
-    payload = {"dataset": dataset, "protocol": protocol, "machine": machine_description(), "command": command,
-               "rows": rows}
+    payload = {"dataset": dataset, "protocol": protocol, "repeats": result.repeats, "machine": machine_description(),
+               "command": command, "rows": rows}
     # rows of models not re-run stay; flags are redone against the current target-only
     rows = read(write_json(payload, ORDER, finalize=flag_negative_transfer))["rows"]
     segment_chart(rows, "NDCG@10", RESULTS / f"{dataset}.png", title=f"{dataset}: NDCG@10 per segment")
@@ -70,6 +72,9 @@ def main(argv=None) -> None:
     parser.add_argument("--models", default=",".join(ALL))
     parser.add_argument("--max-train-seconds", type=float, default=600)
     parser.add_argument("--save-dir", default=None, help="keep fitted models here and reuse them on a re-run")
+    parser.add_argument("--repeats", default="exclude", choices=REPEATS,
+                        help="history policy: exclude (every history item masked, a repeated target is a miss) "
+                             "or allow (nothing masked)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = "python benchmarks/run_transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -79,7 +84,8 @@ def main(argv=None) -> None:
     fk = load_amazon_food_kitchen(data / "amazon-food-kitchen")
     if args.only in (None, "food-kitchen"):
         to_kitchen, to_food = run_transfer(fk, targets=["kitchen", "food"], models=models, params=params,
-                                           save_dir=args.save_dir and Path(args.save_dir) / "food-kitchen")
+                                           save_dir=args.save_dir and Path(args.save_dir) / "food-kitchen",
+                                           repeats=args.repeats)
         save(to_kitchen, "food-to-kitchen", command)
         save(to_food, "kitchen-to-food", command)
     if args.only in (None, "scientific"):
@@ -87,7 +93,8 @@ def main(argv=None) -> None:
         both = combine(fk, sci, name="food+kitchen+scientific")
         result, = run_transfer(both, targets=["scientific"], source=["food", "kitchen"], models=models,
                                params=params, validate_on=["food", "kitchen"], cold_item_share=0.0,
-                               save_dir=args.save_dir and Path(args.save_dir) / "scientific")
+                               save_dir=args.save_dir and Path(args.save_dir) / "scientific",
+                               repeats=args.repeats)
         save(result, "scientific", command,
              " Pre-training: Food+Kitchen (their held-out valid users early-stop it); UniSRec's Scientific files, "
              "leave-one-out, full ranking over its 4,385 items; no items held out here, so the figures compare with "

@@ -7,6 +7,7 @@ import pytest
 
 from migrec.data.split import EvalSet, TrainSet
 from migrec.evaluation import evaluate
+from migrec.evaluation.evaluator import MISSED
 from migrec.models.base import Recommender
 
 
@@ -41,23 +42,114 @@ def arr(*x):
     return np.array(x, dtype=np.int64)
 
 
-def test_seen_items_excluded_but_targets_kept():
+def test_seen_items_excluded():
     scores = np.array([[5, 4, 3, 2, 1, 0], [0, 1, 2, 3, 4, 5]], dtype=np.float32)
     train = make_train(2, 6, [arr(0, 1), arr(5)])
     # user 0: items 0,1 seen and scored above target 3 -> only item 2 outranks it (rank 1)
-    # user 1: target 2 is also in the history -> stays scorable; 5 is masked, 3 and 4 outrank it (rank 2)
-    ev = EvalSet(arr(0, 1), [arr(0, 1), arr(5, 2)], [arr(3), arr(2)])
+    # user 1: 5 is masked, target 4 is outranked by nothing else (rank 0)
+    ev = EvalSet(arr(0, 1), [arr(0, 1), arr(5, 2)], [arr(3), arr(4)])
     model = FixedScores(scores, ev.histories)
     res = evaluate(model, ev, train, ks=(1, 3))
-    assert res.per_user["ranks"][:, 0].tolist() == [1, 2]
-    assert res.metrics["NDCG@3"] == pytest.approx((1 / math.log2(3) + 0.5) / 2)
-    assert res.metrics["MRR@3"] == pytest.approx((1 / 2 + 1 / 3) / 2)
-    assert res.metrics["HR@1"] == 0.0
+    assert res.repeats == "exclude" and res.to_dict()["repeats"] == "exclude"
+    assert res.per_user["ranks"][:, 0].tolist() == [1, 0]
+    assert res.metrics["NDCG@3"] == pytest.approx((1 / math.log2(3) + 1) / 2)
+    assert res.metrics["MRR@3"] == pytest.approx((1 / 2 + 1) / 2)
+    assert res.metrics["HR@1"] == 0.5
     top = res.per_user["topk"]
-    assert top[0].tolist() == [2, 3, 4] and top[1].tolist() == [4, 3, 2]
-    for row, h in enumerate(ev.histories):          # a seen non-target item is never recommended
-        assert not set(top[row]) & (set(h) - set(ev.targets[row]))
+    assert top[0].tolist() == [2, 3, 4] and top[1].tolist() == [4, 3, 1]
+    for row, h in enumerate(ev.histories):          # a seen item is never recommended
+        assert not set(top[row]) & set(h)
     np.testing.assert_array_equal(model.matrix, scores)   # the model's own array is untouched
+
+
+# -- the history policy: explicit, and blind to the targets ---------------------------------------
+def repeat_case():
+    """User 1's target 2 is also in its history, and the model scores it first among the rest."""
+    scores = np.array([[5, 4, 3, 2, 1, 0], [0, 1, 9, 3, 4, 5]], dtype=np.float32)
+    train = make_train(2, 6, [arr(0, 1), arr(5)])
+    ev = EvalSet(arr(0, 1), [arr(0, 1), arr(5, 2)], [arr(3), arr(2)])
+    return FixedScores(scores, ev.histories), ev, train
+
+
+def test_exclude_a_repeated_target_is_a_miss_at_every_cutoff():
+    model, ev, train = repeat_case()
+    res = evaluate(model, ev, train, ks=(1, 3, 6, 100), sampled_negatives=3)
+    assert res.per_user["ranks"][1, 0] == MISSED and res.per_user["sampled_ranks"][1, 0] == MISSED
+    for k in (3, 6, 100):       # user 0 hits (rank 1); user 1 misses even when k covers the whole catalogue
+        assert res.metrics[f"HR@{k}"] == 0.5 and res.metrics[f"NDCG@{k}"] <= 0.5
+        assert res.metrics[f"sampled:HR@{k}"] == 0.5
+    assert res.per_user["topk"][1, :4].tolist() == [4, 3, 1, 0]   # item 2 scores 9, yet it is in the history
+    one = evaluate(model, ev.subset([False, True]), train, ks=(10,), sampled_negatives=3)
+    assert one.metrics["HR@10"] == 0.0 and one.metrics["NDCG@10"] == 0.0 and one.metrics["sampled:HR@10"] == 0.0
+
+
+def test_allow_masks_nothing_so_a_repeated_target_can_hit():
+    model, ev, train = repeat_case()
+    res = evaluate(model, ev, train, ks=(1, 3), repeats="allow", sampled_negatives=3)
+    assert res.repeats == "allow" and res.to_dict()["repeats"] == "allow"
+    # user 0: items 0, 1, 2 (history 0, 1 included) outrank target 3; user 1: target 2 scores highest
+    assert res.per_user["ranks"][:, 0].tolist() == [3, 0]
+    assert res.metrics["HR@1"] == 0.5 and res.metrics["HR@3"] == 0.5
+    assert res.per_user["sampled_ranks"][1, 0] == 0
+    assert res.per_user["topk"][0].tolist() == [0, 1, 2]     # history items stay recommendable
+
+
+def test_a_missed_repeat_still_counts_as_a_target():
+    # targets 2 (in the history: a miss) and 4 (scored first): one hit out of two targets
+    scores = np.array([[0, 1, 2, 3, 9, 5]], dtype=np.float32)
+    train = make_train(1, 6, [arr(2)])
+    ev = EvalSet(arr(0), [arr(2)], [arr(2, 4)])
+    res = evaluate(FixedScores(scores), ev, train, ks=(1, 5), beyond=False)
+    assert res.metrics["Recall@5"] == 0.5 and res.metrics["HR@1"] == 1.0
+    assert res.metrics["NDCG@5"] == pytest.approx(1 / (1 + 1 / math.log2(3)))
+    res = evaluate(FixedScores(scores), ev, train, ks=(5,), beyond=False, repeats="allow")
+    assert res.metrics["Recall@5"] == 1.0
+
+
+@pytest.mark.parametrize("repeats", ["exclude", "allow"])
+def test_masking_never_reads_the_target(repeats):
+    # Same model, same histories, different targets (in the history or not): the recommended lists
+    # must be identical, and every rank must be the target's place in the one target-blind list.
+    model, ev, train = random_case(multi=True, seed=3)
+    n_items = train.n_items
+    moved = EvalSet(ev.users, ev.histories, [np.asarray(h[:2]) for h in ev.histories])   # repeats only
+    a = evaluate(model, ev, train, ks=(10,), repeats=repeats)
+    b = evaluate(model, moved, train, ks=(10,), repeats=repeats)
+    np.testing.assert_array_equal(a.per_user["topk"], b.per_user["topk"])
+    for case, res in ((ev, a), (moved, b)):
+        for row, (h, targets) in enumerate(zip(case.histories, case.targets)):
+            s = model.score_histories([h])[0].astype(np.float64)
+            if repeats == "exclude":
+                s[h] = -np.inf
+            for j, t in enumerate(targets):
+                if repeats == "exclude" and t in set(h):
+                    want = MISSED
+                else:       # stable descending order: ties go to the lower item index
+                    want = float(np.flatnonzero(np.argsort(-s, kind="stable") == t)[0])
+                assert res.per_user["ranks"][row, j] == want
+    assert sum(t in set(h) for h, ts in zip(ev.histories, ev.targets) for t in ts) > 5   # the case has repeats
+    if repeats == "exclude":
+        assert b.metrics["HR@10"] == 0.0       # a target drawn from the history never hits
+    else:
+        assert b.metrics["HR@10"] > 0.0
+    assert n_items == 80
+
+
+def test_sampling_every_item_equals_full_ranking_when_nothing_is_masked():
+    # "allow": history items are valid negatives too, so N >= n_items gives the full-ranking ranks
+    model, ev, train = random_case(multi=True, seed=2)
+    res = evaluate(model, ev, train, ks=(10,), sampled_negatives=1000, beyond=False, repeats="allow")
+    np.testing.assert_array_equal(res.per_user["sampled_ranks"], res.per_user["ranks"])
+
+
+def test_repeats_policy_is_checked_and_works_with_candidates():
+    model, ev, train = repeat_case()
+    with pytest.raises(ValueError, match="repeats"):
+        evaluate(model, ev, train, repeats="keep-targets")
+    # ranking among items 2..5 only: user 1's target 2 is in its history -> a miss, or rank 0 if allowed
+    ex = evaluate(model, ev, train, ks=(1,), candidates=[2, 3, 4, 5], beyond=False)
+    al = evaluate(model, ev, train, ks=(1,), candidates=[2, 3, 4, 5], beyond=False, repeats="allow")
+    assert ex.per_user["ranks"][1, 0] == MISSED and al.per_user["ranks"][1, 0] == 0
 
 
 def test_nan_scores_rank_last_not_first():
@@ -150,7 +242,7 @@ def test_bad_inputs():
 def test_to_dict_is_small_and_complete():
     model, ev, train = random_case(n_users=10, seed=5)
     d = evaluate(model, ev, train, ks=(10,)).to_dict()
-    assert set(d) == {"metrics", "segments", "n_users", "seconds"} and d["n_users"] == 10
+    assert set(d) == {"metrics", "segments", "n_users", "seconds", "repeats"} and d["n_users"] == 10
     assert {"NDCG@10", "HR@10", "MRR@10", "Recall@10", "coverage@10", "diversity@10", "novelty@10",
             "avg_pop@10"} <= set(d["metrics"])
 

@@ -156,7 +156,7 @@ def cmd_evaluate(args) -> None:
     split = make_split(args, dataset, any(n in pipeline.TEXT_MODELS for n in names))
     models = {n: pipeline.build_model(n, **model_params(n, args)) for n in names}
     result = Experiment(split, models, ks=tuple(args.k), item_vectors=split.train.item_vectors,
-                        sampled_negatives=args.sampled).run()
+                        sampled_negatives=args.sampled, repeats=args.repeats).run()
     if args.out:
         out = result.save(args.out, dataset=dataset.name, protocol=split.protocol, command=command_line())
         print(f"wrote {out}/results.json, results.md, comparison.png")
@@ -206,5 +206,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
     p.add_argument("--k", type=int, nargs="+", default=[10, 20, 50], help="cut-offs")
     p.add_argument("--sampled", type=int, default=None, help="also report sampled-negative metrics")
+    p.add_argument("--repeats", default="exclude", choices=["exclude", "allow"],
+                   help="history policy: exclude (every history item masked, a repeated target is a miss) "
+                        "or allow (nothing masked); recorded in results.json")
     p.add_argument("--out", default=None, help="folder for results.json, results.md and comparison.png")
     p.set_defaults(func=cmd_evaluate)

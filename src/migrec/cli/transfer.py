@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from .. import pipeline
+from ..evaluation.evaluator import REPEATS, repeats_note
 from ..transfer.regimes import ALL
 from .common import command_line, parse_value
 
@@ -22,6 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("--models", default=",".join(ALL), help=f"regimes and baselines (default all: {','.join(ALL)})")
     p.add_argument("--cold-items", type=float, default=0.1, help="share of each domain's items held out of training")
     p.add_argument("--sampled", type=int, default=999, help="negatives for the sampled protocol")
+    p.add_argument("--repeats", default="exclude", choices=REPEATS,
+                   help="history policy: exclude (every history item masked, a repeated target is a miss) "
+                        "or allow (nothing masked)")
     p.add_argument("--max-train-seconds", type=float, default=600, help="time budget per model")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -61,7 +65,8 @@ def run(args) -> None:
     results = run_transfer(dataset, targets, source=source, models=args.models.split(","), params=params,
                            encoder=args.encoder, cache_dir=pipeline.cache_dir_for(args.cache),
                            cold_item_share=args.cold_items, sampled_negatives=args.sampled, seed=args.seed,
-                           validate_on=[d for d in source if d not in targets], save_dir=args.save_dir)
+                           validate_on=[d for d in source if d not in targets], save_dir=args.save_dir,
+                           repeats=args.repeats)
     for result in results:
         task = result.task
         print(f"\n## {task.name}: {len(task.test)} test cases, ranking among {len(task.candidates)} "
@@ -71,6 +76,7 @@ def run(args) -> None:
         if args.out:
             out = Path(args.out) / f"{task.name}.json"
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({"dataset": task.name, "protocol": task.protocol, "command": command_line(),
+            out.write_text(json.dumps({"dataset": task.name, "protocol": f"{task.protocol}; {repeats_note(result.repeats)}",
+                                       "repeats": result.repeats, "command": command_line(),
                                        "rows": result.rows}, indent=2, default=float))
             print(f"wrote {out}")

@@ -9,7 +9,8 @@ weight w is `weight_min` normally and `weight_max` when the migration detector f
 one of the last `recent` events (a detected move of the user's interests): right after a
 migration the old history describes someone the user no longer is. The weights can be
 chosen on the validation set at fit time (`tune=True`, fitted pair in `weights_`); the
-test set is never used.
+test set is never used. Validation ranks follow the evaluator's history policy `repeats`
+("exclude": every history item masked, a repeated target a miss; "allow": nothing masked).
 
 Context (optional, `context="hour"` or `"weekday"`): at a given request time, items close
 (in text space) to what the user did in the same time bucket get `context_weight` extra
@@ -30,6 +31,7 @@ import itertools
 
 import numpy as np
 
+from ..evaluation.evaluator import check_repeats, policy_ranks
 from ..models.artifact import check_encoder
 from ..models.base import Recommender
 from ..models.incremental import coerce_events, vectors_for
@@ -48,20 +50,6 @@ def _zrows(scores: np.ndarray) -> np.ndarray:
     mean = np.nanmean(finite, axis=1, keepdims=True)
     std = np.nanstd(finite, axis=1, keepdims=True)
     return (scores - mean) / np.where(std > 0, std, 1.0)
-
-
-def _mask_history(scores: np.ndarray, hists, targs) -> np.ndarray:
-    """History items at -inf except the targets (the evaluator's full-ranking protocol)."""
-    scores = np.array(scores, dtype=np.float32, copy=True)
-    scores[np.isnan(scores)] = -np.inf
-    t_rows = np.repeat(np.arange(len(targs)), [len(t) for t in targs])
-    t_cols = np.concatenate(targs).astype(np.int64)
-    kept = scores[t_rows, t_cols]
-    h_rows = np.repeat(np.arange(len(hists)), [len(h) for h in hists])
-    if len(h_rows):
-        scores[h_rows, np.concatenate(hists).astype(np.int64)] = -np.inf
-    scores[t_rows, t_cols] = kept
-    return scores
 
 
 def _detector_params(detector) -> dict:
@@ -87,7 +75,8 @@ class AdaptiveBlend(Recommender):
 
     def __init__(self, base=None, short: int = 5, detector=None, recent: int = 3, weight_min: float = 0.0,
                  weight_max: float = 0.5, tune: bool = True, refit_base: bool = True, min_events: int = 8,
-                 context: str | None = None, context_weight: float = 0.0, adaptive: bool = True):
+                 context: str | None = None, context_weight: float = 0.0, adaptive: bool = True,
+                 repeats: str = "exclude"):
         self.adaptive = adaptive           # False: one fixed recency weight, detector ignored (the control)
         self.base, self.short, self.detector, self.recent = base, short, detector, recent
         self.weight_min, self.weight_max, self.tune, self.refit_base = weight_min, weight_max, tune, refit_base
@@ -95,6 +84,7 @@ class AdaptiveBlend(Recommender):
         if context not in (None, *BUCKETS):
             raise ValueError(f"context must be None or one of {sorted(BUCKETS)}, not {context!r}")
         self.context, self.context_weight = context, context_weight
+        self.repeats = check_repeats(repeats)   # the history policy of the validation tuning (evaluator's)
 
     @property
     def item_ids_(self) -> np.ndarray:
@@ -159,7 +149,8 @@ class AdaptiveBlend(Recommender):
             ranks = []
             for (z_long, z_short), hists, targs, f in parts:
                 w = np.where(f, w_max, w_min)[:, None].astype(np.float32)
-                ranks.append(M.target_ranks(_mask_history((1 - w) * z_long + w * z_short, hists, targs), targs))
+                # the evaluator's policy: masking never looks at the targets
+                ranks.append(policy_ranks((1 - w) * z_long + w * z_short, hists, targs, self.repeats))
             score = M.accuracy_metrics(M.pad_ranks([r for block in ranks for r in block]), (10,))["NDCG@10"]
             if score > best + 1e-9:
                 best, choice = score, (w_min, w_max)

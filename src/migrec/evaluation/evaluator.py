@@ -1,9 +1,18 @@
 """Full-ranking evaluation of any Recommender, plus optional sampled metrics and segments.
 
-Protocol: each evaluation case's target(s) are ranked against *all* items. The items in
-the case's history are excluded (scored -inf) because recommending something the user
-already has is not useful, except the targets themselves: a repeat purchase of an item
-in the history is still a correct answer, so targets always stay scorable.
+Protocol: each evaluation case's target(s) are ranked against *all* items. What happens to
+the items in the case's history is one explicit policy, `repeats`, that never looks at the
+targets (a rule such as "mask the history except the targets" would tell the ranking where
+the answer is):
+
+  repeats="exclude"  (default; data without repeat consumption) every history item is masked
+                     (scored -inf, never recommended). A target that is also in the history
+                     cannot be recommended, so it counts as a miss: rank `MISSED`, a miss at
+                     every cut-off that still counts as one of the case's targets.
+  repeats="allow"    nothing is masked: history items compete with the rest, and a repeated
+                     target can be a hit (data where users consume items again).
+
+Every result says which policy ran (`EvalResult.repeats`, `to_dict()["repeats"]`).
 
 Memory: users are scored `batch_size` at a time, so the peak is a small multiple of
 batch_size x n_items x 4 bytes (the model's output, our masked copy, one boolean mask
@@ -24,6 +33,8 @@ import numpy as np
 from ..data.split import EvalSet, TrainSet
 from . import metrics as M
 
+REPEATS = ("exclude", "allow")
+MISSED = float(2 ** 40)         # rank of a target the policy excluded: beyond every list, a miss at any k
 HIST_STARTS = (1, 6, 21, 51)    # -> hist:1-5, hist:6-20, hist:21-50, hist:51+
 POP_STARTS = (0, 1, 5, 20)      # -> item-pop:0 (cold), item-pop:1-4, item-pop:5-19, item-pop:20+
 
@@ -35,19 +46,37 @@ class EvalResult:
     n_users: int
     seconds: float
     per_user: dict = field(default_factory=dict, repr=False)   # "ranks", "topk", "sampled_ranks", ...
+    repeats: str = "exclude"          # the history policy that ran (see the module docstring)
 
     def to_dict(self) -> dict:
         """JSON-ready summary (per-user arrays left out: they can be large)."""
         return {"metrics": dict(self.metrics), "segments": {k: dict(v) for k, v in self.segments.items()},
-                "n_users": self.n_users, "seconds": self.seconds}
+                "n_users": self.n_users, "seconds": self.seconds, "repeats": self.repeats}
+
+
+def check_repeats(repeats: str) -> str:
+    """`repeats` if it is a known policy, else ValueError."""
+    if repeats not in REPEATS:
+        raise ValueError(f"repeats must be one of {list(REPEATS)}, not {repeats!r}")
+    return repeats
+
+
+def repeats_note(repeats: str) -> str:
+    """One line for a results file's protocol: which history policy ran."""
+    return {"exclude": "repeats=exclude (every history item masked; a target already in the history is a miss)",
+            "allow": "repeats=allow (nothing masked; a target already in the history can be a hit)"}[
+        check_repeats(repeats)]
 
 
 def evaluate(model, evalset: EvalSet, train: TrainSet, ks=(10, 20, 50), batch_size: int = 512,
              beyond: bool = True, item_vectors=None, sampled_negatives: int | None = None, seed: int = 0,
              segments: bool = True, progress: bool = False, candidates=None,
-             hist_starts=HIST_STARTS, pop_starts=POP_STARTS) -> EvalResult:
+             hist_starts=HIST_STARTS, pop_starts=POP_STARTS, repeats: str = "exclude") -> EvalResult:
     """Evaluate `model` on `evalset` by full ranking over the `train.n_items` items.
 
+    repeats: the history policy, "exclude" (every history item masked, a target in the history
+    is a miss) or "allow" (nothing masked); see the module docstring. Sampled negatives come
+    from the items the policy leaves rankable (not targets; under "exclude", not history items).
     ks: cut-offs. beyond: also coverage/diversity/novelty/avg_pop on the top-k lists
     (diversity needs `item_vectors`, else `train.item_vectors`, else NaN).
     sampled_negatives=N: extra metrics "sampled:NDCG@10", ... with each user's targets
@@ -61,6 +90,7 @@ def evaluate(model, evalset: EvalSet, train: TrainSet, ks=(10, 20, 50), batch_si
     coverage and popularity then live in that candidate space.
     """
     t0 = time.perf_counter()
+    check_repeats(repeats)
     _check(evalset, train.n_items)
     counts = train.item_counts()
     vectors = item_vectors if item_vectors is not None else train.item_vectors
@@ -87,14 +117,17 @@ def evaluate(model, evalset: EvalSet, train: TrainSet, ks=(10, 20, 50), batch_si
         hi = min(lo + batch_size, n)
         hists, targs = evalset.histories[lo:hi], evalset.targets[lo:hi]
         if candidates is None:
-            scores = _masked_scores(model, hists, targs, n_items)
+            scores = _raw_scores(model, hists, n_items)
         else:  # the model reads the whole (global) history; ranking happens among the candidates
-            raw = _raw_scores(model, model_evalset.histories[lo:hi], train.n_items)
-            scores = _mask(raw[:, candidates], hists, targs)
-        ranks = M.target_ranks(scores, targs)
+            scores = _raw_scores(model, model_evalset.histories[lo:hi], train.n_items)[:, candidates]
+        masked = masked_items(hists, repeats)      # the histories and the policy, never the targets
+        scores = mask_items(scores, masked)
+        missed = _excluded_targets(masked, targs)
+        ranks = _missed(M.target_ranks(scores, targs), missed)
         rank_rows.extend(r[np.isfinite(r)] for r in ranks)
         if sampled_negatives:
-            sampled_rows.extend(_sampled_ranks(scores, hists, targs, sampled_negatives, seed, lo))
+            sampled_rows.extend(_missed_rows(_sampled_ranks(scores, masked, targs, sampled_negatives, seed, lo),
+                                             missed))
         if beyond:
             top = M.top_k(scores, k_max)
             tops[lo:hi] = top
@@ -123,7 +156,7 @@ def evaluate(model, evalset: EvalSet, train: TrainSet, ks=(10, 20, 50), batch_si
         segs.update(_segments(ranks, hist_len, hist_starts, "hist", ks))
         t_ranks, t_pop = _per_target(ranks, evalset.targets, counts)
         segs.update(_segments(t_ranks, t_pop, pop_starts, "item-pop", ks))
-    return EvalResult(result, segs, n, time.perf_counter() - t0, per_user)
+    return EvalResult(result, segs, n, time.perf_counter() - t0, per_user, repeats=repeats)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -167,32 +200,57 @@ def _raw_scores(model, hists, n_items) -> np.ndarray:
     return scores
 
 
-def _masked_scores(model, hists, targs, n_items) -> np.ndarray:
-    """Model scores with history items (except targets) at -inf; NaN counts as -inf."""
-    return _mask(_raw_scores(model, hists, n_items), hists, targs)
+def masked_items(hists, repeats: str = "exclude") -> list:
+    """Per case, the item indices the policy masks: the whole history ("exclude") or none ("allow")."""
+    return list(hists) if check_repeats(repeats) == "exclude" else [np.zeros(0, dtype=np.int64)] * len(hists)
 
 
-def _mask(scores, hists, targs) -> np.ndarray:
+def policy_ranks(scores, hists, targs, repeats: str = "exclude") -> np.ndarray:
+    """Ranks [n_cases, max_targets] (inf-padded) of `targs` in `scores` under the policy: the
+    masked items at -inf, then each target ranked; a target the policy masked gets `MISSED`.
+    `scores` is edited in place when it is a writable contiguous float array."""
+    masked = masked_items(hists, repeats)
+    scores = mask_items(scores, masked)
+    return _missed(M.target_ranks(scores, targs), _excluded_targets(masked, targs))
+
+
+def mask_items(scores, masked) -> np.ndarray:
+    """`scores` (edited in place when writable and contiguous) with each row's `masked[row]` items
+    at -inf; NaN counts as -inf. Only the items to mask are read: never the targets."""
     scores = np.ascontiguousarray(scores)
     scores[np.isnan(scores)] = -np.inf     # a NaN would compare false with everything and rank first
-    h_rows = np.repeat(np.arange(len(hists)), [len(h) for h in hists])
-    t_rows = np.repeat(np.arange(len(targs)), [len(t) for t in targs])
-    t_cols = np.concatenate(targs).astype(np.int64)
-    kept = scores[t_rows, t_cols]
-    if len(h_rows):
-        scores[h_rows, np.concatenate(hists).astype(np.int64)] = -np.inf
-    scores[t_rows, t_cols] = kept
+    rows = np.repeat(np.arange(len(masked)), [len(h) for h in masked])
+    if len(rows):
+        scores[rows, np.concatenate([np.asarray(h, dtype=np.int64) for h in masked])] = -np.inf
     return scores
 
 
-def _sampled_ranks(scores, hists, targs, n_neg, seed, offset) -> list:
-    """Rank of each target among its user's targets plus n_neg uniformly sampled negatives."""
+def _excluded_targets(masked, targs) -> list:
+    """Per case, which targets the policy masked (bool per target): misses whatever their score."""
+    return [np.isin(np.asarray(t, dtype=np.int64), np.asarray(h, dtype=np.int64)) for h, t in zip(masked, targs)]
+
+
+def _missed(ranks: np.ndarray, missed: list) -> np.ndarray:
+    for row, m in enumerate(missed):
+        ranks[row, :len(m)][m] = MISSED
+    return ranks
+
+
+def _missed_rows(rows: list, missed: list) -> list:
+    for r, m in zip(rows, missed):
+        r[m] = MISSED
+    return rows
+
+
+def _sampled_ranks(scores, masked, targs, n_neg, seed, offset) -> list:
+    """Rank of each target among its user's targets plus n_neg negatives drawn uniformly from the
+    items that are neither targets nor `masked` (the policy's masked history items)."""
     n_items = scores.shape[1]
     out = []
-    for i, (h, t) in enumerate(zip(hists, targs)):
+    for i, (h, t) in enumerate(zip(masked, targs)):
         # One generator per case (seeded by its position): results do not depend on batch_size.
         rng = np.random.default_rng([seed, offset + i])
-        seen = np.unique(np.concatenate([h, t]).astype(np.int64))
+        seen = np.unique(np.concatenate([np.asarray(h, dtype=np.int64), np.asarray(t, dtype=np.int64)]))
         # Draw enough distinct items that n_neg unseen ones survive; the survivors of a
         # uniform draw without replacement are a uniform sample of the unseen items.
         draw = rng.choice(n_items, size=min(n_neg + len(seen), n_items), replace=False)

@@ -15,16 +15,18 @@ import sys
 from pathlib import Path
 
 from ..data.split import Split
-from .evaluator import evaluate
+from .evaluator import check_repeats, evaluate, repeats_note
 from .memory import PeakMemory
 from . import plots
 
 
 class ExperimentResult:
-    """Rows (one dict per model: model, metrics, segments, train_seconds, eval_seconds, peak_rss_mb)."""
+    """Rows (one dict per model: model, metrics, segments, train_seconds, eval_seconds, peak_rss_mb,
+    repeats) and the history policy that ran (`repeats`, also named in every written protocol)."""
 
-    def __init__(self, rows: list, dataset: str = "", protocol: str = ""):
+    def __init__(self, rows: list, dataset: str = "", protocol: str = "", repeats: str = "exclude"):
         self.rows, self.dataset, self.protocol = rows, dataset, protocol
+        self.repeats = check_repeats(repeats)
 
     def to_markdown(self, columns=("NDCG@10", "HR@10", "MRR@10", "coverage@10", "diversity@10", "novelty@10")) -> str:
         head = ["model", *columns, "train s", "peak MB"]
@@ -37,10 +39,15 @@ class ExperimentResult:
 
     def to_json(self, path, dataset: str | None = None, protocol: str | None = None,
                 machine: str | None = None, command: str | None = None) -> dict:
-        """Write {"dataset", "protocol", "machine", "command", "rows": [...]}; NaN becomes null."""
+        """Write {"dataset", "protocol", "repeats", "machine", "command", "rows": [...]}; NaN becomes
+        null. The protocol always names the history policy (appended when it does not say repeats=)."""
+        protocol = self.protocol if protocol is None else protocol
+        if "repeats=" not in protocol:
+            protocol = "; ".join(p for p in (protocol, repeats_note(self.repeats)) if p)
         doc = {
             "dataset": self.dataset if dataset is None else dataset,
-            "protocol": self.protocol if protocol is None else protocol,
+            "protocol": protocol,
+            "repeats": self.repeats,
             "machine": machine_description() if machine is None else machine,
             "command": " ".join(sys.argv) if command is None else command,
             "rows": _clean(self.rows),
@@ -71,13 +78,16 @@ class Experiment:
     """Fit each model on split.train (with split.valid for early stopping), evaluate on one EvalSet.
 
     models: {name: model} or a list (names from model.name, made unique with "#2", ...).
-    eval_on: "test" or "valid". Other keyword arguments of `evaluate` go in `eval_kwargs`.
+    eval_on: "test" or "valid". repeats: the evaluator's history policy ("exclude": every
+    history item masked, a repeated target is a miss; "allow": nothing masked), recorded in every
+    row and in the result's protocol. Other keyword arguments of `evaluate` go in `eval_kwargs`.
     """
 
     def __init__(self, split: Split, models, ks=(10, 20, 50), item_vectors=None, sampled_negatives=None,
-                 eval_on: str = "test", progress: bool = True, **eval_kwargs):
+                 eval_on: str = "test", progress: bool = True, repeats: str = "exclude", **eval_kwargs):
         if eval_on not in ("test", "valid"):
             raise ValueError(f"eval_on must be 'test' or 'valid', not {eval_on!r}")
+        self.repeats = check_repeats(repeats)
         self.split, self.ks, self.item_vectors = split, ks, item_vectors
         self.sampled_negatives, self.eval_on, self.progress = sampled_negatives, eval_on, progress
         self.eval_kwargs = eval_kwargs
@@ -98,16 +108,18 @@ class Experiment:
             self._log(f"[{i}/{total}] evaluating {name} on {self.eval_on} ({len(evalset)} users) ... ", end="")
             with PeakMemory() as eval_mem:
                 res = evaluate(model, evalset, self.split.train, ks=self.ks, item_vectors=self.item_vectors,
-                               sampled_negatives=self.sampled_negatives, **self.eval_kwargs)
+                               sampled_negatives=self.sampled_negatives, repeats=self.repeats,
+                               **self.eval_kwargs)
             self._log(f"{res.seconds:.1f} s")
             row = {"model": name, "metrics": res.metrics, "segments": res.segments,
                    "train_seconds": fit_mem.seconds, "eval_seconds": res.seconds,
                    "peak_rss_mb": fit_mem.peak_mb, "eval_peak_rss_mb": eval_mem.peak_mb,
-                   "n_users": res.n_users}
+                   "n_users": res.n_users, "repeats": res.repeats}
             if fit_mem.gpu_peak_mb is not None:
                 row["gpu_peak_mb"] = fit_mem.gpu_peak_mb
             rows.append(row)
-        result = ExperimentResult(rows, dataset=self.split.name, protocol=self.split.protocol)
+        protocol = "; ".join(p for p in (self.split.protocol, repeats_note(self.repeats)) if p)
+        result = ExperimentResult(rows, dataset=self.split.name, protocol=protocol, repeats=self.repeats)
         self._log("\n" + result.to_markdown())
         return result
 

@@ -2,7 +2,9 @@
 
 At each step (e.g. one week) the users active in the step who have some history are
 recommended for from everything they did before the step; the step's items are the
-targets (full ranking over the catalogue, history excluded, as in `evaluator.evaluate`).
+targets (full ranking over the catalogue as in `evaluator.evaluate`, under its history policy
+`repeats`: "exclude" masks the whole history, so a step item the user had before is a miss;
+"allow" masks nothing).
 Then the step's events are observed and the model is updated by its strategy:
 
     no-update      weights frozen after the first fit; histories still grow
@@ -27,7 +29,7 @@ import pandas as pd
 from ..data.histories import Histories
 from ..data.schema import ITEM, TIME, USER, Dataset
 from ..data.split import EvalSet, TrainSet
-from .evaluator import evaluate
+from .evaluator import check_repeats, evaluate
 
 STRATEGIES = ("no-update", "incremental", "full-retrain")
 
@@ -37,6 +39,7 @@ class ReplayResult:
     strategy: str
     steps: list = field(default_factory=list)   # one dict per step: period, cases, metrics, update_seconds
     fit_seconds: float = 0.0                     # the initial fit (shared by the strategies)
+    repeats: str = "exclude"                     # the evaluator's history policy that ran
 
     def summary(self, ks=(10,)) -> dict:
         """Mean of each metric over the steps (each step weighs the same), the case-weighted
@@ -126,7 +129,7 @@ def fit_until(make_model, log: EventLog, before: float, item_vectors=None):
 def replay_evaluate(dataset: Dataset, make_model, start: float, period: float = 7 * 86400.0,
                     strategies=STRATEGIES, retrain_every: int = 1, max_steps: int | None = None,
                     item_vectors=None, partial_fit_kw: dict | None = None, ks=(10,),
-                    initial=None) -> dict:
+                    initial=None, repeats: str = "exclude") -> dict:
     """Replay `dataset` from time `start` in steps of `period` seconds; {strategy: ReplayResult}.
 
     make_model(): a fresh unfitted model. item_vectors: catalogue text vectors (text models).
@@ -134,7 +137,9 @@ def replay_evaluate(dataset: Dataset, make_model, start: float, period: float = 
     is not changed (every strategy runs on its own `clone()`).
     partial_fit_kw: extra arguments of the incremental strategy's `model.partial_fit(events,
     histories=..., **partial_fit_kw)` (e.g. epochs, replay).
+    repeats: the evaluator's history policy ("exclude" or "allow"), recorded in each result.
     """
+    check_repeats(repeats)
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise ValueError(f"unknown strategies {unknown}; choose from {list(STRATEGIES)}")
@@ -151,7 +156,7 @@ def replay_evaluate(dataset: Dataset, make_model, start: float, period: float = 
     fit_seconds = time.perf_counter() - t0
     # the first strategy may use a model fitted here; an `initial` model stays the caller's
     models = {s: (base if k == 0 and initial is None else base.clone()) for k, s in enumerate(strategies)}
-    results = {s: ReplayResult(s, fit_seconds=fit_seconds) for s in strategies}
+    results = {s: ReplayResult(s, fit_seconds=fit_seconds, repeats=repeats) for s in strategies}
     history = log.histories(start)     # the replay's own record of every user's events so far
 
     for number, (lo, hi) in enumerate(steps, start=1):
@@ -160,7 +165,7 @@ def replay_evaluate(dataset: Dataset, make_model, start: float, period: float = 
         cases = _cases(events[USER].to_numpy(), log.items[sel], history, log)
         for strategy in strategies:
             model = models[strategy]
-            metrics = _score(model, cases, universe, ks) if cases else {}
+            metrics = _score(model, cases, universe, ks, repeats) if cases else {}
             update = None
             if len(events) and number < len(steps):       # the last step's update would never be used
                 t = time.perf_counter()
@@ -189,9 +194,9 @@ def _cases(users, items, history: Histories, log: EventLog):
     return raw, [log.codes(history[u]) for u in raw], [np.unique(step[u]) for u in raw]
 
 
-def _score(model, cases, universe: TrainSet, ks) -> dict:
+def _score(model, cases, universe: TrainSet, ks, repeats: str = "exclude") -> dict:
     raw, hists, targets = cases
     # models score histories, not users: EvalSet's users are only case positions here
     cases = EvalSet(np.arange(len(raw), dtype=np.int64), hists, targets)
-    result = evaluate(model, cases, universe, ks=ks, beyond=False, segments=False)
+    result = evaluate(model, cases, universe, ks=ks, beyond=False, segments=False, repeats=repeats)
     return {k: float(v) for k, v in result.metrics.items() if k.split("@")[0] in ("NDCG", "HR", "Recall")}

@@ -14,6 +14,8 @@ Regimes (the InterestModel with domain adapters throughout):
                       interest vector is mapped to a target interest vector (EMCDR-style)
 Baselines: popularity (target domain), sasrec (ID-only, target-only), emcdr-mf.
 A regime whose validation NDCG@10 is below target-only's is flagged as negative transfer.
+Every evaluation follows one history policy, `repeats` ("exclude" by default: every history
+item masked, a repeated target a miss; "allow": nothing masked), named in each row and result.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluation import metrics as M
-from ..evaluation.evaluator import evaluate
+from ..evaluation.evaluator import check_repeats, evaluate
 from ..evaluation.memory import PeakMemory
 from ..models.base import Recommender
 from ..models.interest import InterestModel
@@ -191,8 +193,8 @@ class MappedUsers(Recommender):
 
 
 class TransferResult:
-    def __init__(self, task: TransferTask, rows: list):
-        self.task, self.rows = task, rows
+    def __init__(self, task: TransferTask, rows: list, repeats: str = "exclude"):
+        self.task, self.rows, self.repeats = task, rows, check_repeats(repeats)
 
     def to_markdown(self, columns=("NDCG@10", "HR@10", "sampled:NDCG@10", "sampled:HR@10", "cold-users:NDCG@10",
                                    "cold-items:HR@10", "valid:NDCG@10")) -> str:
@@ -214,11 +216,12 @@ class TransferExperiment:
     """Fit the regimes and baselines a task needs, evaluate all on the same cases."""
 
     def __init__(self, task: TransferTask, bank: ModelBank, models=ALL, sampled_negatives: int = 999,
-                 emcdr_params: dict | None = None, seed: int = 0):
+                 emcdr_params: dict | None = None, seed: int = 0, repeats: str = "exclude"):
         unknown = sorted(set(models) - set(ALL))
         if unknown:
             raise ValueError(f"unknown regimes/baselines {unknown}; choose from {ALL}")
         self.task, self.bank, self.models = task, bank, list(models)
+        self.repeats = check_repeats(repeats)    # the evaluator's history policy, for every evaluation here
         self.sampled_negatives, self.emcdr_params, self.seed = sampled_negatives, dict(emcdr_params or {}), seed
 
     def build(self, name: str):
@@ -255,7 +258,7 @@ class TransferExperiment:
 
     def evaluate(self, scorer) -> dict:
         task, train = self.task, self.bank.train
-        kw = dict(candidates=task.candidates, beyond=False, segments=False)
+        kw = dict(candidates=task.candidates, beyond=False, segments=False, repeats=self.repeats)
         test = evaluate(scorer, task.test, train, ks=KS + (1000,), sampled_negatives=self.sampled_negatives,
                         seed=self.seed, **kw)
         metrics = {k: v for k, v in test.metrics.items() if not k.endswith("@1000")}
@@ -282,8 +285,8 @@ class TransferExperiment:
             log.info("%s: %s", self.task.name, name)
             scorer, seconds, peak = self.build(name)
             rows.append({"model": name, "metrics": self.evaluate(scorer), "train_seconds": seconds,
-                         "peak_rss_mb": peak})
-        return TransferResult(self.task, flag_negative_transfer(rows))
+                         "peak_rss_mb": peak, "repeats": self.repeats})
+        return TransferResult(self.task, flag_negative_transfer(rows), repeats=self.repeats)
 
 
 def flag_negative_transfer(rows: list, key: str = "valid:NDCG@10") -> list:

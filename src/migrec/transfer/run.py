@@ -27,9 +27,10 @@ def run_transfer(dataset: Dataset, targets: list[str], source: list[str] | None 
                  params: dict | None = None, sasrec_params: dict | None = None, finetune: dict | None = None,
                  encoder: str | None = "st", cache_dir=True, item_vectors=None, cold_item_share: float = 0.1,
                  sampled_negatives: int = 999, validate_on: list[str] | None = None, seed: int = 0,
-                 emcdr_params: dict | None = None, save_dir=None) -> list[TransferResult]:
+                 emcdr_params: dict | None = None, save_dir=None, repeats: str = "exclude") -> list[TransferResult]:
     """Run the regimes for each target domain (source: every other domain unless given).
 
+    repeats: the evaluator's history policy ("exclude" or "allow"; see migrec.evaluation.evaluator).
     validate_on: further domains whose held-out cases early-stop their single-domain
     models (e.g. "food", "kitchen" when only "scientific" is a target).
     save_dir: keep fitted models there; a later run with the same settings reuses them.
@@ -61,7 +62,7 @@ def run_transfer(dataset: Dataset, targets: list[str], source: list[str] | None 
             log.warning("%s: no overlapping training users, so no %s", task.name, skipped)
             task.notes["skipped"] = skipped
         results.append(TransferExperiment(task, bank, names, sampled_negatives=sampled_negatives,
-                                          emcdr_params=emcdr_params, seed=seed).run())
+                                          emcdr_params=emcdr_params, seed=seed, repeats=repeats).run())
     return results
 
 
