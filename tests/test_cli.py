@@ -40,17 +40,41 @@ def test_help_lists_every_subcommand(capsys):
         assert command in text
 
 
+# NDCG@10 on ML-100K leave-one-out (test), full ranking: deterministic models, measured once
+KNOWN = {("popularity", "exclude"): 0.0448846, ("itemknn", "exclude"): 0.0539524,
+         ("popularity", "allow"): 0.0224088}
+
+
+def library_ndcg(ml100k, name, repeats="exclude"):
+    """The library's own figure for what the CLI ran: same split, same model, evaluate()."""
+    from migrec import pipeline
+    from migrec.evaluation import evaluate
+
+    split = pipeline.prepare_split(pipeline.load_dataset("ml-100k", ml100k), encoder=None)
+    model = pipeline.build_model(name).fit(split.train, split.valid)
+    return evaluate(model, split.test, split.train, ks=(10,), repeats=repeats).metrics["NDCG@10"]
+
+
 def test_evaluate_writes_table_json_and_chart(ml100k, tmp_path, capsys):
     out = tmp_path / "cmp"
     main(["evaluate", "--dataset", "ml-100k", "--path", ml100k, "--models", "popularity,itemknn",
           "--k", "10", "--out", str(out), "--cache", str(tmp_path / "cache")] + FAST)
     payload = json.loads((out / "results.json").read_text())
-    assert set(payload) == {"dataset", "protocol", "machine", "command", "rows"}
+    assert set(payload) == {"dataset", "protocol", "repeats", "machine", "command", "rows"}
+    assert payload["repeats"] == "exclude" and "repeats=exclude" in payload["protocol"]
     assert [r["model"] for r in payload["rows"]] == ["popularity", "itemknn"]
-    pop, knn = (r["metrics"]["NDCG@10"] for r in payload["rows"])
-    assert 0.0 < pop < knn < 1.0  # item-kNN beats popularity on ML-100K
+    for row in payload["rows"]:
+        ndcg = row["metrics"]["NDCG@10"]
+        assert ndcg == pytest.approx(library_ndcg(ml100k, row["model"]), rel=1e-9)
+        assert ndcg == pytest.approx(KNOWN[row["model"], "exclude"], abs=1e-6)
     assert (out / "comparison.png").stat().st_size > 1000
     assert "| itemknn |" in capsys.readouterr().out
+    # the policy flag reaches the evaluator and the file
+    main(["evaluate", "--dataset", "ml-100k", "--path", ml100k, "--models", "popularity", "--repeats", "allow",
+          "--k", "10", "--out", str(tmp_path / "allow"), "--cache", str(tmp_path / "cache")] + FAST)
+    payload = json.loads((tmp_path / "allow" / "results.json").read_text())
+    assert payload["repeats"] == "allow" and "repeats=allow" in payload["protocol"]
+    assert payload["rows"][0]["metrics"]["NDCG@10"] == pytest.approx(KNOWN["popularity", "allow"], abs=1e-6)
 
 
 def test_train_writes_model_catalogue_and_a_data_pointer(model_dir, ml100k):
@@ -131,15 +155,26 @@ def test_unknown_model_is_a_clear_error(ml100k):
         main(["evaluate", "--dataset", "ml-100k", "--path", ml100k, "--models", "popularity,nope"])
 
 
-def test_demo_runs_end_to_end(ml100k, tmp_path, capsys):
+def test_demo_runs_end_to_end(ml100k, tmp_path, capsys, monkeypatch):
     """The quick demo: all seven models, table, chart, one user's history, top-10 and why."""
+    from migrec.cli import demo
+    from migrec.evaluation import evaluate
+
+    ran = {}
+    real = demo.run_demo
+    monkeypatch.setattr(demo, "run_demo", lambda **kw: ran.setdefault("demo", real(**kw)))
     main(["demo", "--data", ml100k, "--quick", "--encoder", "hashing:64", "--out", str(tmp_path / "demo"),
           "--cache", str(tmp_path / "cache")])
     text = capsys.readouterr().out
     payload = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert [r["model"] for r in payload["rows"]] == ["popularity", "itemknn", "als", "bpr", "sasrec",
                                                      "interest-text", "interest-text+id"]
-    assert all(0.0 <= r["metrics"]["NDCG@10"] <= 1.0 for r in payload["rows"])
+    # every written figure is the library's evaluate() of the demo's fitted model on the test split
+    split, models = ran["demo"]["split"], ran["demo"]["models"]
+    for row in payload["rows"]:
+        want = evaluate(models[row["model"]], split.test, split.train, ks=(10,), beyond=False, segments=False)
+        assert row["metrics"]["NDCG@10"] == pytest.approx(want.metrics["NDCG@10"], rel=1e-9), row["model"]
+    assert payload["rows"][0]["metrics"]["NDCG@10"] == pytest.approx(KNOWN["popularity", "exclude"], abs=1e-6)
     assert "Top-10 recommendations" in text and "most recent" in text and "Why #1" in text
     assert len(RANKED.findall(text)) == 10
     assert "[interest migration]" in text

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from migrec.data.split import EvalSet, Split, TrainSet
-from migrec.evaluation import Experiment, PeakMemory, machine_description
+from migrec.evaluation import Experiment, PeakMemory, evaluate, machine_description
+from migrec.evaluation.evaluator import repeats_note
 from migrec.models.base import Recommender
 
 
@@ -78,11 +79,12 @@ def test_experiment_reports(split, tmp_path, capsys):
     doc = result.to_json(tmp_path / "r.json", command="pytest")
     loaded = json.loads((tmp_path / "r.json").read_text())
     assert loaded == doc
-    assert list(loaded) == ["dataset", "protocol", "machine", "command", "rows"]
-    assert loaded["dataset"] == "toy" and loaded["protocol"] == "leave-one-out" and loaded["command"] == "pytest"
+    assert list(loaded) == ["dataset", "protocol", "repeats", "machine", "command", "rows"]
+    assert loaded["dataset"] == "toy" and loaded["command"] == "pytest" and loaded["repeats"] == "exclude"
+    assert loaded["protocol"] == "leave-one-out; " + repeats_note("exclude")
     assert "CPU cores" in loaded["machine"]
     for row in loaded["rows"]:
-        assert {"model", "metrics", "train_seconds", "peak_rss_mb"} <= set(row)
+        assert {"model", "metrics", "train_seconds", "peak_rss_mb"} <= set(row) and row["repeats"] == "exclude"
         assert isinstance(row["metrics"]["NDCG@10"], float)
 
     for png in (result.plot(tmp_path / "bars.png"), result.plot_segments(tmp_path / "seg.png")):
@@ -102,6 +104,23 @@ def test_models_dict_eval_on_valid_and_nan_in_json(split, tmp_path):
         Experiment(split, [Popular()], eval_on="train")
 
 
+def test_repeats_policy_runs_and_is_recorded(split, tmp_path):
+    # user 0's test target is made a repeat of its first history item
+    split.test.targets[0] = split.test.histories[0][:1].copy()
+    runs = {}
+    for repeats in ("exclude", "allow"):
+        result = Experiment(split, [Popular()], ks=(10,), progress=False, repeats=repeats).run()
+        runs[repeats] = result.rows[0]["metrics"]
+        assert result.repeats == repeats and result.rows[0]["repeats"] == repeats
+        want = evaluate(Popular().fit(split.train), split.test, split.train, ks=(10,), repeats=repeats)
+        assert result.rows[0]["metrics"] == want.metrics          # the policy reached the evaluator
+        doc = result.to_json(tmp_path / f"{repeats}.json", protocol="custom text")
+        assert doc["repeats"] == repeats and doc["protocol"] == "custom text; " + repeats_note(repeats)
+    assert runs["exclude"]["NDCG@10"] != runs["allow"]["NDCG@10"]
+    with pytest.raises(ValueError, match="repeats"):
+        Experiment(split, [Popular()], repeats="targets")
+
+
 def test_duplicate_model_names_are_made_unique(split):
     result = Experiment(split, [Popular(), Popular()], ks=(10,), progress=False).run()
     assert [r["model"] for r in result.rows] == ["pop", "pop#2"]
@@ -116,6 +135,17 @@ def test_peak_memory_sees_a_temporary_allocation():
     assert pm.peak_mb - pm.start_mb > 150
 
 
-def test_machine_description():
+def test_machine_description(monkeypatch):
+    import torch
+
     text = machine_description()
-    assert "CPU cores" in text and ("GPU" in text or "NVIDIA" in text or "H100" in text)
+    assert "CPU cores" in text
+    # the device part is exact: "no GPU" without CUDA, else every device's name
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    text = machine_description()
+    assert text.endswith(" RAM, no GPU") or text.endswith(" CPU cores, no GPU") or text.endswith("), no GPU")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"Test GPU {i}")
+    gpus = machine_description()
+    assert gpus == text[: -len("no GPU")] + "Test GPU 0, Test GPU 1"
