@@ -42,6 +42,7 @@ from migrec.models.base import Recommender
 from migrec.models.interest import InterestModel
 from migrec.models.itemknn import ItemKNN
 from migrec.models.matrix_factorization import ALS, BPR
+from migrec.models.multi_interest import MultiInterestModel
 from migrec.models.popularity import Popularity
 from migrec.models.sasrec import SASRec
 from migrec.registry import ARTIFACTS, load_model
@@ -138,6 +139,11 @@ CONTRACT_MODELS: list[Case] = [
          params_to_change={"lr": 0.5}),
     Case("interest-text+id", lambda: InterestModel(use_id=True, experts=2, **SEQ), "topics",
          params_to_change={"lr": 0.5}),
+    Case("multi-interest", lambda: MultiInterestModel(n_interests=3, experts=2, **SEQ), "topics",
+         params_to_change={"lr": 0.5}),
+    Case("multi-interest:mix-forecast", lambda: MultiInterestModel(n_interests=3, mode="mix", mix_weights="forecast",
+                                                                   forecast_every=3, experts=2, **SEQ), "topics",
+         params_to_change={"mix_weights": "current"}),
     # ---- wrappers: a model around other models; fitting one fits the models it wraps ----
     Case("domain-view", lambda: DomainView(InterestModel(use_id=True, domain_adapters=True, experts=2, **SEQ),
                                            _domain_mask("b")), "domains", wraps=True, update=None,
@@ -157,7 +163,7 @@ CONTRACT_MODELS: list[Case] = [
 ]
 CASES = {c.name: c for c in CONTRACT_MODELS}
 IDS = list(CASES)
-TORCH_MODELS = ["sasrec", "interest-text", "interest-text+id"]
+TORCH_MODELS = ["sasrec", "interest-text", "interest-text+id", "multi-interest", "multi-interest:mix-forecast"]
 
 DATA = {"cycle": cycle_split, "topics": topic_split, "domains": domain_split,
         "domains-2": lambda: domain_split(seed=3)}   # data key -> generator of a Split (add wrappers' data here)

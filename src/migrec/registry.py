@@ -16,6 +16,7 @@ from .models.base import Recommender
 from .models.interest import InterestModel
 from .models.itemknn import ItemKNN
 from .models.matrix_factorization import ALS, BPR
+from .models.multi_interest import MultiInterestModel
 from .models.popularity import Popularity
 from .models.sasrec import SASRec
 from .transfer.domains import DomainView
@@ -41,13 +42,15 @@ MODELS = {
     "sasrec": SASRec,
     "interest-text": lambda **kw: InterestModel(use_id=False, **kw),
     "interest-text+id": lambda **kw: InterestModel(use_id=True, **kw),
+    "multi-interest": MultiInterestModel,
 }
-SEQUENTIAL = {"sasrec", "interest-text", "interest-text+id"}
-TEXT_MODELS = {"interest-text", "interest-text+id"}
+SEQUENTIAL = {"sasrec", "interest-text", "interest-text+id", "multi-interest"}
+TEXT_MODELS = {"interest-text", "interest-text+id", "multi-interest"}
 
 # Saved artifact's "registry" field -> class. Only these can be loaded.
 ARTIFACTS: dict[str, type[Recommender]] = {klass.registry: klass for klass in (
-    Popularity, ItemKNN, ALS, BPR, SASRec, InterestModel, DomainView, MappedUsers, EMCDRMF, AdaptiveBlend)}
+    Popularity, ItemKNN, ALS, BPR, SASRec, InterestModel, MultiInterestModel, DomainView, MappedUsers, EMCDRMF,
+    AdaptiveBlend)}
 
 
 def load_model(path, expect: type | None = None, encoder: str | None = None) -> Recommender:

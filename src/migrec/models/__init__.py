@@ -3,7 +3,8 @@ from .base import Recommender
 from .interest import InterestModel
 from .itemknn import ItemKNN
 from .matrix_factorization import ALS, BPR
+from .multi_interest import MultiInterestModel
 from .popularity import Popularity
 from .sasrec import SASRec
 
-__all__ = ["Recommender", "Popularity", "ItemKNN", "ALS", "BPR", "SASRec", "InterestModel"]
+__all__ = ["Recommender", "Popularity", "ItemKNN", "ALS", "BPR", "SASRec", "InterestModel", "MultiInterestModel"]

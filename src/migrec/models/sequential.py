@@ -106,6 +106,16 @@ class SequentialRecommender(Recommender):
         out = self.states(seq, table)
         return out[torch.arange(len(seq), device=seq.device), last_position(seq)]
 
+    def training_queries(self, x: torch.Tensor, keep: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Training: the query vector of each kept position ([n_keep, H]) of the right-padded item
+        vectors x [B, L, H]; `targets` [n_keep, H] (the positions' target rows) is there for a model
+        that picks one of several interests per target (models.multi_interest)."""
+        return self.net_["transformer"](x)[keep]
+
+    def states_scores(self, states: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Scores of every item from the per-position states [B, L, H] of unpadded sequences (explain)."""
+        return self.logits(states[:, -1], table)
+
     def logits(self, interest: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         return self.similarity(interest, table[1:])
 
@@ -291,12 +301,12 @@ class SequentialRecommender(Recommender):
         alphas = (torch.arange(steps, device=self.device_) + 0.5) / steps  # midpoint rule: error O(1/steps^2)
         with torch.enable_grad():
             path = (alphas[:, None, None] * x).requires_grad_(True)  # [steps, n, H]
-            scores = self.logits(self.net_["transformer"](path)[:, -1], table)[:, target]
+            scores = self.states_scores(self.net_["transformer"](path), table)[:, target]
             grads, = torch.autograd.grad(scores.sum(), path)
         attribution = (x[0] * grads.mean(0)).sum(-1).detach().cpu().numpy()
         with torch.inference_mode():
-            zero = float(self.logits(self.net_["transformer"](torch.zeros_like(x))[:, -1], table)[0, target])
-            full = float(self.logits(self.net_["transformer"](x)[:, -1], table)[0, target])
+            zero = float(self.states_scores(self.net_["transformer"](torch.zeros_like(x)), table)[0, target])
+            full = float(self.states_scores(self.net_["transformer"](x), table)[0, target])
         items = self.item_ids_[idx]
         frame = pd.DataFrame({"position": np.arange(len(idx)) - len(idx), "item_id": items,
                               "attribution": attribution})

@@ -169,7 +169,8 @@ class _Objective(nn.Module):
                 logits, labels = t._sampled_logits(seq, target[keep], keep, drawn, all_targets)
             else:
                 table = m.net_["item_table"]()
-                logits, labels = m.logits(m.states(seq, table)[keep], table), target[keep] - 1
+                queries = m.training_queries(table[seq], keep, table[target[keep]])
+                logits, labels = m.logits(queries, table), target[keep] - 1
         logits = logits.float()
         if t.excluded is not None and not m.negatives:
             logits = logits + t.excluded
@@ -369,6 +370,7 @@ class SequenceTrainer:
         cand = torch.unique(torch.cat([target if all_targets is None else all_targets, drawn]))  # sorted
         rows = torch.unique(torch.cat([seq.flatten(), cand]))             # everything the batch touches
         local = m.net_["item_table"](rows)
-        interest = m.net_["transformer"](local[torch.searchsorted(rows, seq.contiguous())])[keep]
+        interest = m.training_queries(local[torch.searchsorted(rows, seq.contiguous())], keep,
+                                      local[torch.searchsorted(rows, target)])
         logits = m.similarity(interest, local[torch.searchsorted(rows, cand)])
         return logits, torch.searchsorted(cand, target)
