@@ -59,11 +59,13 @@ class Recommender:
         return {p: getattr(self, p) for p in names if hasattr(self, p)}
 
     def set_params(self, **params) -> "Recommender":
-        """Change hyper-parameters (e.g. a lower learning rate before fine-tuning)."""
+        """Change hyper-parameters (e.g. a lower learning rate before fine-tuning). An unknown name
+        is a ValueError naming it, raised before anything changes."""
         valid = self.get_params()
+        unknown = [key for key in params if key not in valid]
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no hyper-parameter {unknown[0]!r}; it has {sorted(valid)}")
         for key, value in params.items():
-            if key not in valid:
-                raise ValueError(f"{type(self).__name__} has no hyper-parameter {key!r}; it has {sorted(valid)}")
             setattr(self, key, value)
         return self
 
