@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
-from test_models import SMALL, cycle_split
+from test_models import SMALL, als_fold_in, cycle_split
 
 from migrec.data import Histories
 from migrec.data.schema import Dataset, make_catalogue, make_interactions
@@ -122,7 +122,7 @@ def test_replay_keeps_old_knowledge(fitted, cycle, name):
     old users' forward walk; replaying old histories keeps it.
 
     Measured (seeds 0-2): SASRec test NDCG@10 0.99 -> 0.72-0.74 without replay, 0.97-1.0 with
-    replay=4; interest 1.0 -> 0.84-0.92 without, 0.97-1.0 with.
+    replay=4; interest 1.0 -> 0.78-0.92 without, 0.97-1.0 with (seed 0: 0.74 vs 0.99, 0.78 vs 1.0).
     """
     import torch
 
@@ -142,9 +142,9 @@ def test_replay_keeps_old_knowledge(fitted, cycle, name):
         # both learnt the new habit: a backwards walker is sent backwards
         assert m.recommend_history(["i20", "i19", "i18", "i17"], k=1)[0][0] == "i16", replay
     assert before >= 0.95
-    assert after[0.0] <= before - 0.05, (before, after)            # forgetting is real here
+    assert after[0.0] <= before - 0.1, (before, after)             # forgetting is real here
     assert after[4.0] >= before - 0.05, (before, after)            # replay keeps the old knowledge
-    assert after[4.0] >= after[0.0] + 0.05, (before, after)
+    assert after[4.0] >= after[0.0] + 0.1, (before, after)         # replay against none: a real margin
 
 
 def test_partial_fit_with_a_seed_is_reproducible(fitted, cycle):
@@ -226,8 +226,15 @@ def test_classic_baselines_update(cycle):
     changed = np.flatnonzero(np.abs(als.item_factors_ - old).max(1) > 0)
     assert set(changed) == set(touched)
     hist.extend(events)
-    ids, _ = als.recommend_history(hist["walker"], k=5)
-    assert len(ids) == 5
+    ids, scores = als.recommend_history(hist["walker"], k=5)
+    # the top-5 of a brute-force score computation: the least-squares fold-in of the walker's history
+    # against the updated item factors, the history's own items left out
+    walked = als.item_index(hist["walker"])
+    expect = als.item_factors_.astype(np.float64) @ als_fold_in(als, walked)
+    expect[walked] = -np.inf
+    top = np.argsort(-expect, kind="stable")[:5]
+    assert list(ids) == list(als.item_ids_[top])
+    np.testing.assert_allclose(scores, expect[top], rtol=1e-3, atol=1e-4)
     with pytest.raises(KeyError, match="inew"):
         als.partial_fit(planted(["p0"]), histories=hist)
     with pytest.raises(NotImplementedError, match="no incremental update"):

@@ -242,8 +242,53 @@ def test_a_new_event_changes_the_answer_not_the_model(fitted, cycle, name):
     assert nxt not in model.recommend_history(hist[user], k=10)[0]
     if name != "popularity":
         assert np.abs(after - before).max() > 1e-4
+    if name in ("als", "bpr"):
+        # any change of history moves a folded-in vector, so "the scores changed" proves little here:
+        # the new answer must be the fold-in of exactly the longer history (and the old one must not be)
+        longer = np.append(history, model.item_index(nxt))
+        u_before, u_after = model.user_vectors([history])[0], model.user_vectors([longer])[0]
+        if name == "als":
+            np.testing.assert_allclose(u_after, als_fold_in(model, longer), rtol=1e-3, atol=1e-4)
+            assert np.abs(u_before - als_fold_in(model, longer)).max() > 1e-2
+        else:
+            assert np.linalg.norm(bpr_gradient(model, u_after, longer)) < 1e-5
+            assert np.linalg.norm(bpr_gradient(model, u_before, longer)) > 1e-3
+            assert bpr_objective(model, u_after, longer) < bpr_objective(model, u_before, longer)
     np.testing.assert_allclose(model.score([list(cycle.train.item_ids[history])], list(cycle.train.item_ids))[0],
                                before, rtol=1e-6, atol=1e-6)   # the old history still scores as before
+
+
+def als_fold_in(model, history) -> np.ndarray:
+    """ALS's user step by brute force: the weighted least-squares user vector (confidence alpha on the
+    history's items, 1 elsewhere; preference 1 on the history) with ridge `regularization`, via lstsq."""
+    y = model.item_factors_.astype(np.float64)
+    seen = np.zeros(len(y), dtype=bool)
+    seen[np.asarray(history, dtype=np.int64)] = True
+    w = np.sqrt(np.where(seen, model.alpha, 1.0))
+    a = np.vstack([w[:, None] * y, np.sqrt(model.regularization) * np.eye(y.shape[1])])
+    b = np.concatenate([w * seen, np.zeros(y.shape[1])])
+    return np.linalg.lstsq(a, b, rcond=None)[0]
+
+
+def bpr_objective(model, u, history) -> float:
+    """BPR's objective for one history with the item factors fixed (numpy, written out): the mean over
+    (history item i, fold-in negative j not in the history) of -log sigmoid(x_ui - x_uj), + reg/2 |u|^2;
+    the last item-factor column is the item bias (the user's constant 1)."""
+    y = model.item_factors_.astype(np.float64)
+    f = y.shape[1] - 1
+    u = np.asarray(u, dtype=np.float64)[:f]
+    h = np.unique(history)
+    neg = model.fold_negatives_
+    x = (y[h, :f] @ u + y[h, f])[:, None] - (y[neg, :f] @ u + y[neg, f])[None, :]
+    pairs = np.broadcast_to(~np.isin(neg, h)[None, :], x.shape)
+    return float((np.logaddexp(0.0, -x) * pairs).sum() / pairs.sum() + 0.5 * model.regularization * u @ u)
+
+
+def bpr_gradient(model, u, history, eps=1e-6) -> np.ndarray:
+    f = model.item_factors_.shape[1] - 1
+    u = np.asarray(u, dtype=np.float64)[:f]
+    return np.array([(bpr_objective(model, u + eps * e, history) - bpr_objective(model, u - eps * e, history))
+                     / (2 * eps) for e in np.eye(f)])
 
 
 def test_unknown_user_and_unfitted_model(fitted):
@@ -526,3 +571,61 @@ def test_interest_model_needs_item_vectors(cycle):
     short = dataclasses.replace(cycle.train, item_vectors=cycle.train.item_vectors[:-1])
     with pytest.raises(ValueError, match="rows"):
         InterestModel(epochs=1, **SMALL).fit(short)
+
+
+# -- training options: what trains, over which items, for how long -------------------------------
+def table_rows(model) -> np.ndarray:
+    return model.net_["item_table"].embedding.weight.detach().numpy().copy()
+
+
+@pytest.mark.parametrize("negatives", [None, 4])
+def test_softmax_over_seen_never_trains_against_unseen_items(topics, negatives):
+    """SASRec's ID rows of items with no training event (the cold items): under softmax_over="seen"
+    they are never negatives (full or sampled softmax), so no gradient reaches them; under "all"
+    they are negatives and move."""
+    cold = np.flatnonzero(topics.train.item_counts() == 0) + 1          # table rows (row 0 = padding)
+    assert len(cold) == 2 * COLD_PER_TOPIC
+    init = table_rows(SASRec(epochs=0, **SMALL).fit(topics.train))     # same seed: the same initial table
+    moved = {}
+    for over in ("seen", "all"):
+        rows = table_rows(SASRec(epochs=3, patience=3, softmax_over=over, negatives=negatives,
+                                 **SMALL).fit(topics.train))
+        moved[over] = np.abs(rows[cold] - init[cold]).max()
+        warm = np.setdiff1d(np.arange(1, len(rows)), cold)
+        assert np.abs(rows[warm] - init[warm]).max() > 0.01, over        # the trained items did move
+    assert moved["seen"] == 0.0 and moved["all"] > 0.01, moved
+    with pytest.raises(ValueError, match="softmax_over"):
+        SASRec(softmax_over="sometimes", **SMALL).fit(topics.train)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "interest-id"])
+def test_fine_tune_items_changes_only_item_parameters(fitted, cycle, name):
+    model = fitted(name)[0].clone().set_params(epochs=2, patience=2)
+    before = {k: v.detach().clone() for k, v in model.net_.named_parameters()}
+    model.fine_tune(cycle.train, trainable="items")
+    after = dict(model.net_.named_parameters())
+    changed = {k for k, v in before.items() if not torch.equal(v, after[k])}
+    assert changed and all(k.startswith("item_table.") for k in changed), sorted(changed)
+    assert any(k.startswith("transformer.") for k in before)                # the frozen part exists
+    with pytest.raises(ValueError, match="trainable must be one of .* not 'everything'"):
+        model.fine_tune(cycle.train, trainable="everything")
+
+
+def test_a_tiny_time_budget_stops_fine_tuning_and_is_recorded(fitted, cycle):
+    model = fitted("interest-id")[0].clone().set_params(epochs=50, patience=50, max_train_seconds=1e-9)
+    model.fine_tune(cycle.train, cycle.valid)
+    assert len(model.history_) == 1 and model.training_["epochs_run"] == 1
+    assert model.training_["stopped_by"] == "max_train_seconds"
+    model.set_params(max_train_seconds=None, epochs=2).fine_tune(cycle.train, cycle.valid)
+    assert model.training_["stopped_by"] == "epochs" and model.training_["epochs_run"] == 2
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_set_params_names_an_unknown_parameter_and_changes_nothing(name):
+    model = MODELS[name]()
+    params = model.get_params()
+    change = {next(iter(params)): "changed?"} if params else {}      # Popularity has no hyper-parameter
+    with pytest.raises(ValueError, match=r"no hyper-parameter 'no_such_param'") as err:
+        model.set_params(**change, no_such_param=1)
+    assert all(k in str(err.value) for k in params)  # the message lists what the model does have
+    assert model.get_params() == params              # nothing half-applied
