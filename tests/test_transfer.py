@@ -190,9 +190,14 @@ def test_experiment_reports_regimes_and_flags_negative_transfer(world):
     result = TransferExperiment(task, bank, models=["popularity", "target-only", "transfer-zero-shot",
                                                     "transfer-joint"], sampled_negatives=10).run()
     rows = {r["model"]: r for r in result.rows}
-    ref = rows["target-only"]["metrics"]["valid:NDCG@10"]
-    for name in ("transfer-zero-shot", "transfer-joint"):
-        assert rows[name]["negative_transfer"] == (rows[name]["metrics"]["valid:NDCG@10"] < ref)
+    # the flags are flag_negative_transfer's on these rows (its rule is tested on its own below)
+    bare = [{"model": r["model"], "metrics": dict(r["metrics"])} for r in result.rows]
+    for want in flag_negative_transfer(bare):
+        for key in ("negative_transfer", "versus_target_only"):
+            assert rows[want["model"]].get(key) == want.get(key), (want["model"], key)
+    assert "negative_transfer" in rows["transfer-joint"] and "negative_transfer" not in rows["popularity"]
+    assert result.negative_transfer == [r["model"] for r in result.rows if r.get("negative_transfer")]
+    assert {r["repeats"] for r in result.rows} == {"exclude"} and result.repeats == "exclude"
     m = rows["transfer-joint"]["metrics"]
     assert m["cold-users:n"] == 24 and m["cold-items:n"] + m["warm-items:n"] == 24
     assert 0.0 <= m["sampled:NDCG@10"] <= 1.0 and m["NDCG@10"] > rows["popularity"]["metrics"]["NDCG@10"]
@@ -291,22 +296,75 @@ def test_mapped_users_map_source_only_users_and_save_and_load(world, fitted, tmp
         MappedUsers(source, target, task.source_mask, task.target_mask).fit(other)
 
 
-def test_model_bank_fine_tunes_a_clone_and_reloads_saved_models(world, tmp_path):
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts InterestModel fits and fine-tunes (to see what a bank trains and what it reuses)."""
+    calls = {"fit": 0, "fine_tune": 0}
+    for method in calls:
+        real = getattr(InterestModel, method)
+
+        def counting(self, *a, _real=real, _method=method, **k):
+            calls[_method] += 1
+            return _real(self, *a, **k)
+        monkeypatch.setattr(InterestModel, method, counting)
+    return calls
+
+
+def test_model_bank_fits_once_saves_and_reuses_from_disk(world, tmp_path, counted):
     task = _task(world)
     params = dict(SMALL, epochs=3, use_id=False)
     bank = ModelBank(task.train, params, save_dir=tmp_path).add_valid(task)
     pretrained = bank.interest(("a",))
+    assert bank.interest(["a"]) is pretrained and counted == {"fit": 1, "fine_tune": 0}   # fitted once
     hists = task.test.histories[:6]
     before = pretrained.score_histories(hists)
-    tuned = bank.fine_tuned(task, "all")
+    tuned = {t: bank.fine_tuned(task, t) for t in ("all", "adapter")}
+    assert bank.fine_tuned(task, "all") is tuned["all"] and counted == {"fit": 1, "fine_tune": 2}
     assert np.array_equal(pretrained.score_histories(hists), before)    # fine-tuning left the source model alone
-    assert not np.array_equal(tuned.score_histories(hists), before)
+    assert not np.array_equal(tuned["all"].score_histories(hists), before)
+    keys = [("interest", ("a",)), ("fine-tune", ("a",), "b", "all"), ("fine-tune", ("a",), "b", "adapter")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["interest_a", "fine-tune_a_b_all", "fine-tune_a_b_adapter"])
+    assert all((tmp_path / p / "cost.json").exists() for p in ("interest_a", "fine-tune_a_b_all"))
+    # a second bank on the same folder: every model read from disk, nothing trained again
     again = ModelBank(task.train, params, save_dir=tmp_path).add_valid(task)
-    loaded = again.fine_tuned(task, "all")
-    key = ("fine-tune", ("a",), "b", "all")
-    assert loaded is not tuned and again.costs[key] == pytest.approx(bank.costs[key])   # read from cost.json
-    assert np.array_equal(loaded.score_histories(hists), tuned.score_histories(hists))
+    loaded = {"pre": again.interest(("a",)), **{t: again.fine_tuned(task, t) for t in ("all", "adapter")}}
+    assert counted == {"fit": 1, "fine_tune": 2}
+    assert loaded["all"] is not tuned["all"]
+    for key in keys:
+        assert again.costs[key] == pytest.approx(bank.costs[key])         # read from cost.json
+    assert np.array_equal(loaded["pre"].score_histories(hists), before)
+    for t in ("all", "adapter"):
+        assert np.array_equal(loaded[t].score_histories(hists), tuned[t].score_histories(hists))
     assert _user_ids_in(tmp_path, _all_users(world, task)) == []
+
+
+def test_adapter_and_mapping_regimes_through_the_bank(world, counted):
+    task = _task(world)
+    bank = ModelBank(task.train, dict(SMALL, epochs=3, use_id=True)).add_valid(task)
+    experiment = TransferExperiment(task, bank, models=["target-only", "transfer-adapter", "transfer-mapping"],
+                                    sampled_negatives=10)
+    # adapter: the source model's clone with only the text adapters fine-tuned on the target users
+    adapted, seconds, _ = experiment.build("transfer-adapter")
+    source = bank.interest(("a",))
+    assert counted == {"fit": 1, "fine_tune": 1} and adapted is not source
+    assert seconds == pytest.approx(bank.costs[("interest", ("a",))][0]
+                                    + bank.costs[("fine-tune", ("a",), "b", "adapter")][0])
+    frozen, tuned = source.net_.state_dict(), adapted.net_.state_dict()
+    moved = {k for k in frozen if not torch.equal(frozen[k], tuned[k])}
+    assert moved and all(k.startswith(("item_table.adapter", "item_table.domain_")) for k in moved), sorted(moved)
+    # mapping: the bank's own single-domain models, one per side, and a mapping learnt between them
+    mapped, seconds, _ = experiment.build("transfer-mapping")
+    target = bank.interest(("b",))
+    assert isinstance(mapped, MappedUsers) and counted == {"fit": 2, "fine_tune": 1}
+    assert mapped.source_model is source and mapped.target_model is target and mapped.n_overlap_ == 20
+    assert seconds > bank.cost(("interest", ("a",)), ("interest", ("b",)))[0]
+    cold = task.cold_users().histories
+    assert not np.allclose(mapped.score_histories(cold), target.score_histories([np.zeros(0, np.int64)] * len(cold)))
+    result = experiment.run()                              # built again from the bank: no more training
+    assert counted == {"fit": 2, "fine_tune": 1}
+    assert [r["model"] for r in result.rows] == ["target-only", "transfer-adapter", "transfer-mapping"]
+    assert all("negative_transfer" in r for r in result.rows[1:])
 
 
 # -- the real Food-Kitchen files ----------------------------------------------------------
