@@ -230,3 +230,15 @@ def test_bad_settings_are_refused(world):
             MultiInterestModel(**TINY, **bad).fit(split.train)
     with pytest.raises(NotImplementedError, match="interests"):
         MultiInterestModel(**TINY).interest_vectors([])
+
+
+def test_the_interests_command_prints_them(world, model, capsys):
+    from migrec.cli.interests import show_interests
+
+    split, pairs = world
+    raw = list(split.train.item_ids[split.train.sequences[0]])
+    described = show_interests(model, raw + ["not-in-the-model"], split.train.catalogue, k_items=2)
+    out = capsys.readouterr().out
+    assert out.strip().startswith(f"{len(described)} interests: ")
+    for c in pairs[int(split.train.user_ids[0][1:])]:
+        assert f"{GENRES[c]} " in out and "explains: " in out and "suggests: " in out
