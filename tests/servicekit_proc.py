@@ -306,7 +306,7 @@ def api_tour(client: httpx.Client, keys: dict, domains: dict[str, list[str]], ma
     cold_now = ok(client.get("/users/someone-new/recommendations", params={"domain": "recent", "k": 3}))
     assert cold_now["items"][0]["item_id"] == recent[40]
     assert client.delete(f"/users/{marker}").status_code == 401
-    assert ok(client.delete(f"/users/{marker}", headers=write)) == {"deleted_events": 415}
+    assert ok(client.delete(f"/users/{marker}", headers=write)) == {"deleted_events": 415, "in_model_versions": []}
     assert ok(client.get(f"/users/{marker}/history"))["events"] == []
     assert client.delete(f"/users/{marker}", headers=write).status_code == 404
     assert ok(client.get(f"/users/{marker}/recommendations", params={"domain": "recent"}))["path"] == "cold"

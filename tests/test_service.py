@@ -3,6 +3,9 @@
 posted by text, interests, deletion without a trace, auth, metrics, updates and rollback."""
 from __future__ import annotations
 
+import json
+import time
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -160,7 +163,7 @@ def test_delete_leaves_no_trace_and_popularity_forgets(service, tmp_path):
                                          for n in range(500)]})
     assert recommend(service, "someone-new", domain="recent")["items"][0]["item_id"] == item
     r = service.delete(f"/users/{marker}", headers={"X-API-Key": service.keys["write"]})
-    assert r.json() == {"deleted_events": 500}
+    assert r.json() == {"deleted_events": 500, "in_model_versions": []}     # posted after version 1
     assert service.get(f"/users/{marker}/history").json()["events"] == []
     assert recommend(service, "someone-new", domain="recent")["items"][0]["item_id"] != item
     assert service.delete(f"/users/{marker}", headers={"X-API-Key": service.keys["write"]}).status_code == 404
@@ -240,3 +243,28 @@ def test_a_worse_candidate_is_rejected_and_kept(service):
     versions = {v["version"]: v for v in service.get("/admin/versions").json()["versions"]}
     assert versions[3]["status"] == "rejected" and versions[2]["status"] == "live"
     assert recommend(service, "1")["model_version"] == 2
+
+
+def test_retrain_forgets_a_deleted_user(service):
+    """A user whose events an update learnt from is deleted; a retrain trains a fresh version
+    on the store as it is now, without them."""
+    post(service, "/events", {"events": pair_events(service, 60)})
+    assert post(service, "/admin/update", {}, scope="admin").json()["decision"] == "swapped"
+    gone = service.delete("/users/p0", headers={"X-API-Key": service.keys["write"]}).json()
+    assert gone == {"deleted_events": 6, "in_model_versions": [2]}
+    assert service.post("/admin/retrain", headers={"X-API-Key": service.keys["write"]}).status_code == 403
+    assert post(service, "/admin/retrain", {}, scope="admin").status_code == 202
+    for _ in range(3000):                                   # bounded wait for the background job
+        if service.get("/admin/versions").json()["live"] == 3:
+            break
+        time.sleep(0.1)
+    assert recommend(service, "1")["model_version"] == 3
+    versions = {v["version"]: v for v in service.get("/admin/versions").json()["versions"]}
+    assert versions[3]["events_upto"] == service.svc.store.last_seq()
+    update = service.get("/admin/updates").json()["updates"][0]
+    assert update["decision"] == "retrained" and update["to_version"] == 3
+    # trained on exactly the users now in the store (3+ events: the split's minimum); p0 is not one
+    counts = service.svc.store.events()["user_id"].value_counts()
+    assert "p0" not in counts.index
+    manifest = json.loads((service.svc.data_dir / "versions" / "v0003" / "manifest.json").read_text())
+    assert manifest["training"]["users"] == int((counts >= 3).sum()) == 359

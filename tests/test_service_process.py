@@ -191,7 +191,8 @@ def test_deletion_leaves_no_trace_in_the_files_or_the_server_output(server, data
         # a version trained on the user's events: its folder is searched too
         record = ok(client.post("/admin/update", headers={"X-API-Key": server.keys["admin"]}))
         assert record["events"] == 60 and record["to_version"] == 2
-        assert ok(client.delete(f"/users/{marker}", headers=write)) == {"deleted_events": 60}
+        gone = ok(client.delete(f"/users/{marker}", headers=write))
+        assert gone == {"deleted_events": 60, "in_model_versions": [2]}       # version 2 learnt from them
         assert kit.files_containing(data_dir, marker.encode()) == []               # while the server runs
         ok(client.post("/events", json={"user_id": control, "item_id": domains["recent"][0]}, headers=write))
         assert ok(client.get(f"/users/{marker}/history"))["events"] == []

@@ -171,6 +171,36 @@ class Service:
         self.last_update = record
         return record
 
+    def retrain(self) -> dict:
+        """A fresh version trained on the store as it is now (runs under the updater's lock)."""
+        from .bootstrap import retrain_version
+
+        with self.updater.lock:
+            started = time.time()
+            before = self.live.version
+            row = retrain_version(self.store, self.data_dir, self.live)
+            self.swap(self.load(row))
+            record = {"started": started, "seconds": time.time() - started, "from_version": before,
+                      "to_version": row["version"], "events": int(row["events_upto"]), "metrics_before": {},
+                      "metrics_after": row["metrics"], "decision": "retrained", "note": row["note"]}
+            record["id"] = self.store.add_update(record)
+        self.metrics.updates.labels("retrained").inc()
+        return record
+
+    def start_retrain(self) -> bool:
+        """Run `retrain` in a background thread; False when an update or retrain is already running."""
+        if self.updater.lock.locked():
+            return False
+
+        def job():
+            try:
+                self.retrain()
+            except Exception:              # reported in the log; the live version keeps serving
+                log.exception("retrain failed")
+
+        threading.Thread(target=job, name="migrec-retrain", daemon=True).start()
+        return True
+
     def rollback(self, version: int | None) -> dict:
         versions = {v["version"]: v for v in self.store.versions()}
         current = self.live.version
@@ -322,12 +352,16 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
     @app.delete("/users/{user_id}", summary="Erase the user: events and everything derived from them")
     def delete_user(user_id: Annotated[str, PathParam(max_length=256, pattern=PRINTABLE)], x_api_key: ApiKey = None):
         need("write", x_api_key)
+        first = service.store.history(user_id, limit=None)[:1]
         removed = service.store.delete_user(user_id)
         service.popular_cache.clear()
         if removed == 0:
             raise HTTPException(404, "no such user")
         service.metrics.deletions.inc()
-        return {"deleted_events": removed}
+        # every version trained on events up to or past the user's first one learnt from them (no id of
+        # theirs is in any artifact, but the weights carry their influence until POST /admin/retrain)
+        learnt = [v["version"] for v in service.store.versions() if v["events_upto"] >= first[0][0]]
+        return {"deleted_events": removed, "in_model_versions": learnt}
 
     # -- items -------------------------------------------------------------------------------------
     @app.post("/items", status_code=201, summary="Add an item by its text; recommendable at once")
@@ -407,6 +441,14 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
     def update(x_api_key: ApiKey = None):
         need("admin", x_api_key)
         return service.update_now()
+
+    @app.post("/admin/retrain", status_code=202,
+              summary="Train a fresh version on the store as it is now (after deletions); runs in the background")
+    def retrain(x_api_key: ApiKey = None):
+        need("admin", x_api_key)
+        if not service.start_retrain():
+            raise HTTPException(409, "an update or retrain is already running")
+        return {"status": "started", "live_version": service.live.version}
 
     @app.post("/admin/rollback", summary="Make an earlier version live (default: the live one's parent)")
     def rollback(body: Annotated[RollbackIn | None, Body()] = None, x_api_key: ApiKey = None):

@@ -58,6 +58,32 @@ def write_model_folder(model, catalogue, out, encoder: str | None, template: str
     return out
 
 
+def retrain_version(store, data_dir, live, cache_dir=True) -> dict:
+    """Train a fresh model of the live version's kind and hyper-parameters on every event now in
+    the store (users deleted since are not in it: this is how their influence leaves the weights),
+    save it as the next version and make it live. Returns the version row."""
+    from ..data.schema import Dataset
+
+    upto = store.last_seq()
+    events = store.events(upto_seq=upto).drop(columns="seq").assign(rating=np.nan)
+    dataset = Dataset(events.reset_index(drop=True), live.catalogue.reset_index(), name="store")
+    text = live.model.encoder_info() is not None
+    split = pipeline.prepare_split(dataset, encoder=live.encoder_spec if text else None, cache_dir=cache_dir,
+                                   template=live.template)
+    started = time.time()
+    estimator = live.model.clone()          # same kind and settings; fit starts from scratch
+    estimator.fit(split.train, split.valid)
+    taken = [v["version"] for v in store.versions()]
+    out = write_model_folder(estimator, split.train.catalogue, Path(data_dir) / "versions" / f"v{max(taken) + 1:04d}",
+                             live.encoder_spec if text else None, live.template, {"dataset": "store", "path": None})
+    version = store.add_version(f"versions/{out.name}", events_upto=upto,
+                                metrics={"valid_ndcg@10": getattr(estimator, "valid_ndcg_", None)},
+                                parent=live.version, note=f"retrained from scratch on the store's {len(events)} "
+                                                          f"events in {time.time() - started:.0f} s")
+    store.set_live(version)
+    return store.live_version()
+
+
 def import_dataset(store, versions_dir, kind: str, path: str | None = None, model: str = "interest-text+id",
                    blend: bool = True, encoder: str = "st", template: str | None = None, params: dict | None = None,
                    cache_dir=True, progress: bool = True) -> dict:
