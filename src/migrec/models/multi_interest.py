@@ -3,14 +3,17 @@
 The interest model's transformer runs over the history; a self-attentive extractor reads its
 per-position states H [L, d] with K attention heads,
 
-    A = softmax_positions(W2 tanh(W1 H^T))   [K, L]      interests V = A H   [K, d]
+    A = softmax_positions(W2 tanh(W1 H^T) + b[distance to the newest event])   [K, L]
+    interests V = A H   [K, d]
 
-(padding and, in training, every later position masked). Training is the same full-ranking
-(or sampled) softmax as the other sequential models; each target is scored by its
-best-matching interest (argmax_k sim(V_k, e(target)), no gradient through the choice), as
-ComiRec trains. Scoring: mode="max" ranks an item by its best interest; mode="mix" by
-log sum_k w_k softmax_items(sim(V_k, .)), the mixture over interests weighted by the user's
-interest distribution w ("current": the shares of the newest `recent` events each interest
+(padding and, in training, every later position masked; the learnt recency bias b, zero at
+first, lets a head follow the newest events, as the single-vector model's newest state does).
+Training is the same full-ranking (or sampled) softmax as the other sequential models; each
+target is scored by its best-matching interest (argmax_k sim(V_k, e(target)), no gradient
+through the choice), as ComiRec trains (objective="max": every item of the softmax by its own
+best interest, the scores mode="max" ranks by). Scoring: mode="max" ranks an item by its best
+interest; mode="mix" by log sum_k w_k softmax_items(sim(V_k, .)), the mixture over interests
+weighted by the user's interest distribution w ("current": the shares of the newest `recent` events each interest
 explains; "forecast": next period's distribution from a Markov model over interests).
 
 The interest distribution is read from soft (or hard) assignments of events to interests.
@@ -34,28 +37,40 @@ from ..drift.forecast import MarkovForecaster, transition_counts
 from .interest import InterestModel
 from .transformer import last_position, right_pad
 
-MODES, MIX_WEIGHTS, ASSIGN = ("max", "mix"), ("current", "forecast"), ("soft", "hard")
+MODES, MIX_WEIGHTS, ASSIGN, OBJECTIVES = ("max", "mix"), ("current", "forecast"), ("soft", "hard"), ("comirec", "max")
 GLOBAL_TEMPERATURE = 0.1     # cosine temperature of an event's shares of the population's interests
 
 
 class InterestExtractor(nn.Module):
-    """K self-attention heads over per-position states: A = softmax(W2 tanh(W1 H)), V = A H."""
+    """K self-attention heads over per-position states: A = softmax(W2 tanh(W1 H) + b[distance]), V = A H.
 
-    def __init__(self, hidden: int, interests: int, width: int):
+    b_k[distance to the newest event] (starting at zero: plain ComiRec-SA) lets a head learn to
+    follow the newest events or the whole history; the transformer's position embeddings count
+    from the window's first event, so they alone cannot say which event is the newest.
+    """
+
+    def __init__(self, hidden: int, interests: int, width: int, max_len: int):
         super().__init__()
         self.w1 = nn.Linear(hidden, width, bias=False)
         self.w2 = nn.Linear(width, interests, bias=False)
+        # multi-scale start (ALiBi-like): head k's bias falls by 8^-k per event back, the last head is flat
+        slope = torch.tensor([8.0 ** -k if k < interests - 1 else 0.0 for k in range(interests)])
+        self.recency = nn.Parameter(-slope[:, None] * torch.arange(max_len, dtype=torch.float32)[None])
 
     def forward(self, h: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
         """h [B, L, d] -> interests of the prefix ending at `last` [B, K, d], or of every prefix
         [B, L, K, d] when last is None (a causal mask: position t reads positions <= t)."""
         a = self.w2(torch.tanh(self.w1(h))).transpose(1, 2).float()         # [B, K, L]
         pos = torch.arange(h.shape[1], device=h.device)
+        top = self.recency.shape[1] - 1
         if last is not None:
+            dist = (last[:, None] - pos[None]).clamp(0, top)                   # [B, L]
+            a = a + self.recency[:, dist].transpose(0, 1).float()
             a = a.masked_fill((pos[None] > last[:, None])[:, None], -torch.inf)
             return torch.einsum("bkl,bld->bkd", torch.softmax(a, -1).to(h.dtype), h)
-        future = pos[None, :] > pos[:, None]                                  # [t, j]: j after t
-        w = torch.softmax(a[:, :, None, :].masked_fill(future, -torch.inf), -1).to(h.dtype)   # [B, K, L, L]
+        dist = (pos[:, None] - pos[None, :]).clamp(0, top)                     # [t, j]
+        a = a[:, :, None, :] + self.recency[:, dist][None].float()             # [B, K, L, L]
+        w = torch.softmax(a.masked_fill(pos[None, :] > pos[:, None], -torch.inf), -1).to(h.dtype)
         return torch.einsum("bktj,bjd->btkd", w, h)
 
 
@@ -63,6 +78,9 @@ class MultiInterestModel(InterestModel):
     """InterestModel (text [+ ID] items, MoE adapter) with K interests per history.
 
     n_interests: K. mode: "max" | "mix"; mix_weights: "current" | "forecast" (mode="mix").
+    objective: "comirec" (each target's softmax uses the interest that matches the target best,
+    as ComiRec trains) or "max" (every item of the softmax scored by its best interest: the
+    training logits are mode="max"'s scores).
     recent: newest events the current distribution reads. assign: "soft" | "hard" event
     assignment. attention_width: W1's width (default 4 x hidden). forecast_every: events per
     period of the interest timelines; forecast_prior / forecast_smoothing: MarkovForecaster's.
@@ -75,15 +93,17 @@ class MultiInterestModel(InterestModel):
 
     def __init__(self, n_interests: int = 4, mode: str = "max", mix_weights: str = "current", recent: int = 20,
                  assign: str = "soft", attention_width: int | None = None, forecast_every: int = 10,
-                 forecast_prior: float = 20.0, forecast_smoothing: float = 0.01, global_interests: int = 16, **kw):
+                 forecast_prior: float = 20.0, forecast_smoothing: float = 0.01, global_interests: int = 16,
+                 objective: str = "comirec", **kw):
         super().__init__(**kw)
         self.n_interests, self.mode, self.mix_weights, self.recent = n_interests, mode, mix_weights, recent
         self.assign, self.attention_width, self.forecast_every = assign, attention_width, forecast_every
         self.forecast_prior, self.forecast_smoothing = forecast_prior, forecast_smoothing
-        self.global_interests = global_interests
+        self.global_interests, self.objective = global_interests, objective
 
     def _check_params(self) -> None:
-        for key, allowed in (("mode", MODES), ("mix_weights", MIX_WEIGHTS), ("assign", ASSIGN)):
+        for key, allowed in (("mode", MODES), ("mix_weights", MIX_WEIGHTS), ("assign", ASSIGN),
+                             ("objective", OBJECTIVES)):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, not {getattr(self, key)!r}")
         for key in ("n_interests", "recent", "forecast_every", "global_interests"):
@@ -93,8 +113,8 @@ class MultiInterestModel(InterestModel):
     # -- network: the interest model's, plus the extractor -------------------------------------
     def _build(self) -> None:
         super()._build()
-        self.net_["extractor"] = InterestExtractor(self.hidden, self.n_interests,
-                                                   self.attention_width or 4 * self.hidden).to(self.device_)
+        width = self.attention_width or 4 * self.hidden
+        self.net_["extractor"] = InterestExtractor(self.hidden, self.n_interests, width, self.max_len).to(self.device_)
 
     def _sims(self, v: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """sim(V_k, e_i) / temperature for interests v [..., K, d] and rows items [..., N, d] -> [..., K, N]."""
@@ -102,8 +122,15 @@ class MultiInterestModel(InterestModel):
             v, items = F.normalize(v, dim=-1), F.normalize(items, dim=-1)
         return v @ items.transpose(-1, -2) / self.temperature
 
+    def similarity(self, interest, items):
+        if interest.dim() == 3:                              # [n, K, d]: every item by its best interest
+            return self._sims(interest, items).amax(1)
+        return super().similarity(interest, items)
+
     def training_queries(self, x, keep, targets):
         v = self.net_["extractor"](self.net_["transformer"](x))[keep]         # [n, K, d]
+        if self.objective == "max":
+            return v                                         # similarity() scores each item by its best one
         with torch.no_grad():
             best = self._sims(v, targets[:, None, :])[..., 0].argmax(-1)       # the target's best interest
         return v[torch.arange(len(v), device=v.device), best]
