@@ -108,7 +108,15 @@ class MigrationDetector:
             raise ValueError(f"false_alarm must lie in (0, 1); got {self.false_alarm!r}")
 
     # -- scoring --------------------------------------------------------------------------
-    def _segment_scores(self, x: np.ndarray, start: int) -> np.ndarray:
+    def _sums(self, x: np.ndarray) -> tuple:
+        """Running sums of one history, shared by all its segments (one pass, not one per restart)."""
+        if self.statistic == "js":
+            p = x / np.maximum(x.sum(axis=1, keepdims=True), _EPS)
+            return np.vstack([np.zeros((1, x.shape[1])), np.cumsum(p, axis=0)]), None
+        return (np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0)]),
+                np.concatenate([[0.0], np.cumsum((x * x).sum(axis=1))]))
+
+    def _segment_scores(self, x: np.ndarray, start: int, sums: tuple | None = None) -> np.ndarray:
         """Scores of events start..n-1 with the reference restricted to events >= start."""
         n = len(x)
         out = np.full(n - start, np.nan)
@@ -120,17 +128,14 @@ class MigrationDetector:
             return out
         t, hi, lo = t[ok], hi[ok], lo[ok]
         n_ref = (hi - lo)[:, None].astype(float)
+        cum, sq = self._sums(x) if sums is None else sums
         if self.statistic == "js":
-            p = x / np.maximum(x.sum(axis=1, keepdims=True), _EPS)
-            cum = np.vstack([np.zeros((1, x.shape[1])), np.cumsum(p, axis=0)])
             d = x.shape[1]
             recent = _window_sums(cum, hi, t + 1) / self.short
             ref = _window_sums(cum, lo, hi) / n_ref
             a = self.smoothing
             out[ok] = _js_bits((1 - a) * recent + a / d, (1 - a) * ref + a / d)
             return out
-        cum = np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0)])
-        sq = np.concatenate([[0.0], np.cumsum((x * x).sum(axis=1))])
         mean_ref = _window_sums(cum, lo, hi) / n_ref
         # total variance (trace of the covariance) of the reference window, unbiased
         var_ref = (_window_sums(sq, lo, hi) / n_ref[:, 0] - (mean_ref ** 2).sum(axis=1)) \
@@ -154,9 +159,9 @@ class MigrationDetector:
         """Scores with restarts after every alarm (no alarms when threshold is None)."""
         scores = np.full(len(x), np.nan)
         alarms: list[int] = []
-        start = 0
+        start, sums = 0, self._sums(x)
         while start < len(x):
-            seg = self._segment_scores(x, start)
+            seg = self._segment_scores(x, start, sums)
             keep = alarms[-1] + 1 if alarms else 0    # an alarm keeps the score that raised it
             scores[keep:] = seg[keep - start:]
             if threshold is None:

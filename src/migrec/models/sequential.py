@@ -242,14 +242,14 @@ class SequentialRecommender(Recommender):
         self._check_fitted()
         table = self._inference_table()
         with torch.inference_mode():
-            seq = torch.from_numpy(right_pad(histories, self.max_len)).to(self.device_)
+            seq = torch.from_numpy(right_pad(histories, self.max_len, shortest=True)).to(self.device_)
             return self.logits(self.newest(seq, table), table).float().cpu().numpy()
 
     def interest_vectors(self, histories) -> np.ndarray:
         """The interest vector f(h) of each item-index history: the transformer output at the newest event."""
         table = self._inference_table()
         with torch.inference_mode():
-            seq = torch.from_numpy(right_pad(histories, self.max_len)).to(self.device_)
+            seq = torch.from_numpy(right_pad(histories, self.max_len, shortest=True)).to(self.device_)
             return self.newest(seq, table).float().cpu().numpy()
 
     def score_interests(self, vectors) -> np.ndarray:

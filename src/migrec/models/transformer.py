@@ -59,8 +59,15 @@ class IDTable(nn.Module):
         self.embedding = grown
 
 
-def right_pad(histories, max_len: int) -> np.ndarray:
-    """Last `max_len` items of each history as table indices (item+1), right-padded with 0."""
+def right_pad(histories, max_len: int, shortest: bool = False) -> np.ndarray:
+    """Last `max_len` items of each history as table indices (item+1), right-padded with 0.
+
+    shortest: pad only to the longest history in the batch (at least 1), not to `max_len`. With
+    right padding and causal attention the real positions' outputs do not depend on the width,
+    so inference pays for the events it has, not for `max_len`.
+    """
+    if shortest:
+        max_len = max(1, min(max_len, max((len(h) for h in histories), default=1)))
     out = np.zeros((len(histories), max_len), dtype=np.int64)
     for row, h in enumerate(histories):
         h = np.asarray(h[-max_len:], dtype=np.int64)
