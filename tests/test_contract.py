@@ -49,7 +49,7 @@ from migrec.registry import ARTIFACTS, load_model
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-RUNTIME = {"_lookup", "_cache", "_lock"}          # caches and locks a model may create while it serves
+RUNTIME = {"_lookup", "_cache", "_unit", "_lock"}          # caches and locks a model may create while it serves
 USER_STATE = ("histories_", "user_ids_", "_uindex", "user_factors_")   # what the old models kept
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from . import artifact, retrieval
 
 # caches and locks: never copied or saved ("_ann": the ANN index, models.retrieval)
-_RUNTIME = ("_lookup", "_cache", "_lock", "_item_matrix", "_ann", "_ann_lock")
+_RUNTIME = ("_lookup", "_cache", "_unit", "_lock", "_item_matrix", "_ann", "_ann_lock")
 
 
 class Recommender:

@@ -121,8 +121,16 @@ class SequentialRecommender(Recommender):
 
     def similarity(self, interest: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         if self.normalize:
-            interest, items = F.normalize(interest, dim=-1), F.normalize(items, dim=-1)
+            interest, items = F.normalize(interest, dim=-1), self.unit_rows(items)
         return interest @ items.T / self.temperature
+
+    def unit_rows(self, items: torch.Tensor) -> torch.Tensor:
+        """Unit-length `items`; at inference the inference table's rows are normalised once, not per call."""
+        cached = self.__dict__.get("_unit")
+        if cached is not None and not torch.is_grad_enabled() and items.data_ptr() == cached[0] \
+                and items.shape == cached[1].shape:
+            return cached[1]
+        return F.normalize(items, dim=-1)
 
     # -- training (models.training does the work) ------------------------------------------------
     def fit(self, train, valid=None):
@@ -221,7 +229,7 @@ class SequentialRecommender(Recommender):
     # -- read-only scoring ---------------------------------------------------------------------
     def weights_changed(self) -> None:
         """Drop the cached inference item table (after training steps or new items)."""
-        self._cache = None
+        self._cache = self._unit = None
         self.__dict__.pop("_item_matrix", None)    # the ANN index follows the new item matrix
 
     def _inference_table(self) -> torch.Tensor:
@@ -235,6 +243,8 @@ class SequentialRecommender(Recommender):
                         raise RuntimeError(f"{type(self).__name__} is training: score a clone, or wait")
                     with torch.inference_mode():
                         table = self.net_["item_table"]()
+                        rows = table[1:]
+                        self._unit = (rows.data_ptr(), F.normalize(rows, dim=-1)) if self.normalize else None
                     self._cache = table
         return table
 
