@@ -1,6 +1,8 @@
 """Interest-migration benchmarks: detection on spliced real histories, and topic forecasts.
 
     python benchmarks/run_drift.py [--data ../shared/data] [--splices 500]
+    python benchmarks/run_drift.py --detectors multi-interest     # only these detectors' rows (merged)
+    python benchmarks/run_drift.py --quick                        # smoke: ml-100k, scratch output
 
 Writes results/drift-detection.json (+ .png, + -timeline.png), results/drift-real-histories.json
 and results/interest-forecast.json, then regenerates RESULTS.md. See PROTOCOL below.
@@ -40,7 +42,14 @@ PROTOCOL = (
     f"a correct alarm, precision = correct alarms / all alarms, median_delay = alarm index - {LA} over "
     f"detected splices. Offline change points (ruptures) are correct within +-{OFFLINE_TOL} events and "
     f"their delay is |change point - splice|. false_alarm_rate = share of held-out users' time-shuffled "
-    f"first-{LA + LB}-event histories with any alarm. Pooled over ml-100k and ml-1m (users 1-2999).")
+    f"first-{LA + LB}-event histories with any alarm. Pooled over ml-100k and ml-1m (users 1-2999). "
+    f"detector-multi-interest: a MultiInterestModel (K=4, text + ID items) trained on the calibration half's "
+    f"histories (leave-one-out, early stopped on their validation targets); each event of a sequence is read "
+    f"through the interests of the sequence up to it (causal) as shares of the model's 16 population interests "
+    f"(k-means of training users' interest vectors), and the shift statistic compares the recent and reference "
+    f"windows' interest distributions. These vectors depend on the order of the events, so its threshold is "
+    f"calibrated on the vectors of 5 time-shuffled copies of each calibration history (null='as-is' on them), "
+    f"not on shuffled vectors of the real order.")
 
 # name -> (space, detector factory)
 DETECTORS = {
@@ -51,11 +60,44 @@ DETECTORS = {
     "shift-cf": ("cf", lambda: MigrationDetector(statistic="shift")),
     "shift-cf+text": ("cf+text", lambda: MigrationDetector(statistic="shift")),
     "ruptures-binseg-cf": ("cf", lambda: OfflineChangePointDetector()),
+    # order-dependent features: calibrated on features of time-shuffled histories, taken as they come
+    "multi-interest": ("multi-interest", lambda: MigrationDetector(statistic="shift", null="as-is")),
 }
-REAL_ORDER = ["shift-cf", "shift-topics"]
+ORDER_DEPENDENT = {"multi-interest"}    # spaces whose event vectors depend on the events before them
+REAL_ORDER = ["shift-cf", "shift-topics", "multi-interest"]
+# the multi-interest model the "multi-interest" space reads (fitted on the calibration half)
+MULTI_INTEREST = dict(n_interests=4, hidden=64, layers=2, heads=2, max_len=200, dropout=0.5, lr=2e-3, batch_size=128,
+                      epochs=200, patience=3, precision="auto", progress=False, max_train_seconds=300)
+QUICK = dict(datasets=["ml-100k"], splices=100, detectors=["shift-cf", "multi-interest"], max_train_seconds=60)
 
 
-def load(name: str, root: Path, seed: int):
+def fit_multi_interest(ds, cal, text, max_train_seconds: float | None = None):
+    """A MultiInterestModel over the catalogue (item index = catalogue position) fitted on the calibration users."""
+    from migrec.data.schema import Dataset
+    from migrec.data.split import leave_one_out
+    from migrec.models.multi_interest import MultiInterestModel
+
+    inter = ds.interactions[ds.interactions["user_id"].astype(str).isin(set(cal))]
+    split = leave_one_out(Dataset(inter, ds.catalogue, ds.name))
+    assert list(split.train.item_ids) == list(ds.catalogue["item_id"].astype(str))
+    split.train.item_vectors, split.train.encoder = text, "st"
+    params = dict(MULTI_INTEREST, **({} if max_train_seconds is None else {"max_train_seconds": max_train_seconds}))
+    with PeakMemory() as pm:
+        model = MultiInterestModel(**params).fit(split.train, split.valid)
+    print(f"{ds.name}: multi-interest model fitted on {len(cal)} calibration users in {pm.seconds:.0f} s "
+          f"({model.training_.get('stopped_by')}, {model.training_.get('epochs_run')} epochs)", flush=True)
+    return model, pm.seconds
+
+
+def features(data, space: str, seqs) -> list:
+    """Per-event detector vectors of item sequences (catalogue positions) in `space`."""
+    if space == "multi-interest":
+        return data["multi-interest"].event_interests(list(seqs), space="global")
+    vec = data["spaces"][space]
+    return [vec[s] for s in seqs]
+
+
+def load(name: str, root: Path, seed: int, multi_interest: bool = False, max_train_seconds: float | None = None):
     ds = pipeline.load_dataset(name, str(root / name))
     timed = ds.interactions.dropna(subset=["timestamp"])
     hist = user_histories(timed, ds.catalogue, min_events=LA + LB)
@@ -68,7 +110,10 @@ def load(name: str, root: Path, seed: int):
     text = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
     cf = item_factors([hist[u] for u in cal], len(ds.catalogue), dim=32, seed=seed)
     spaces = {"topics": topics.item_topics, "text": text, "cf": cf, "cf+text": np.hstack([cf, text])}
-    return dict(name=name, ds=ds, hist=hist, cal=cal, held=held, topics=topics, spaces=spaces)
+    out = dict(name=name, ds=ds, hist=hist, cal=cal, held=held, topics=topics, spaces=spaces)
+    if multi_interest:
+        out["multi-interest"], out["multi-interest-seconds"] = fit_multi_interest(ds, cal, text, max_train_seconds)
+    return out
 
 
 def splices(data, n: int, rng, shuffle: bool):
@@ -96,28 +141,34 @@ def score_alarms(alarms_per_seq, offline: bool) -> dict:
                 median_delay=float(np.median(delays)) if delays else None, delays=delays)
 
 
-def run_detection(datasets, n_splices: int, seed: int):
+def run_detection(datasets, n_splices: int, seed: int, detectors=None):
     rows, extra, all_delays, example = [], [], {}, None
     for name, (space, make) in DETECTORS.items():
+        if detectors is not None and name not in detectors:
+            continue
         offline = name.startswith("ruptures")
         per = {"spliced": [], "real": [], "null": []}
         seconds, peak = 0.0, 0.0
         fitted = {}
         for data in datasets:
-            vec = data["spaces"][space]
-            cal = [vec[data["hist"][u].items[: LA + LB]] for u in data["cal"]]
+            first = [data["hist"][u].items[: LA + LB] for u in data["cal"]]
+            if space in ORDER_DEPENDENT:     # shuffle the events, then read them: the vectors follow the order
+                shuffle = np.random.default_rng(seed + 5)
+                first = [shuffle.permutation(s) for s in first for _ in range(5)]
+            cal = features(data, space, first)
             with PeakMemory() as pm:
                 det = make().fit(cal)
             seconds += pm.seconds
             peak = max(peak, pm.peak_mb or 0.0)
             fitted[data["name"]] = det
             rng = np.random.default_rng(seed + 1)
-            per["spliced"] += [(data["name"], det.detect(vec[s])) for s in splices(data, n_splices, rng, True)]
-            per["null"] += [len(det.detect(vec[rng.permutation(data["hist"][u].items[: LA + LB])])) > 0
-                            for u in data["held"]]
+            spliced = splices(data, n_splices, rng, True)
+            per["spliced"] += [(data["name"], det.detect(x)) for x in features(data, space, spliced)]
+            null = [rng.permutation(data["hist"][u].items[: LA + LB]) for u in data["held"]]
+            per["null"] += [len(det.detect(x)) > 0 for x in features(data, space, null)]
             if name in REAL_ORDER:
                 rng = np.random.default_rng(seed + 2)
-                per["real"] += [det.detect(vec[s]) for s in splices(data, n_splices, rng, False)]
+                per["real"] += [det.detect(x) for x in features(data, space, splices(data, n_splices, rng, False))]
         m = score_alarms([a for _, a in per["spliced"]], offline)
         all_delays[name] = m.pop("delays")
         m["false_alarm_rate"] = float(np.mean(per["null"]))
@@ -125,7 +176,10 @@ def run_detection(datasets, n_splices: int, seed: int):
             sub = score_alarms([a for n, a in per["spliced"] if n == data["name"]], offline)
             m[f"F1:{data['name']}"] = sub["F1"]
         m["threshold"] = {k: d.threshold_ for k, d in fitted.items()}
-        rows.append({"model": f"detector-{name}", "metrics": m, "train_seconds": seconds, "peak_rss_mb": peak})
+        row = {"model": f"detector-{name}", "metrics": m, "train_seconds": seconds, "peak_rss_mb": peak}
+        if space == "multi-interest":     # the model the space comes from trains first (not in train_seconds)
+            row["model_train_seconds"] = {d["name"]: d["multi-interest-seconds"] for d in datasets}
+        rows.append(row)
         print(f"detector-{name}: " + ", ".join(f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, float)),
               flush=True)
         if per["real"]:
@@ -244,15 +298,36 @@ def main(argv=None) -> None:
     p.add_argument("--datasets", nargs="+", default=["ml-100k", "ml-1m"])
     p.add_argument("--splices", type=int, default=500, help="spliced sequences per data set")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--detectors", nargs="+", default=None, choices=sorted(DETECTORS),
+                   help="run only these detectors (their rows replace the same rows in drift-detection.json; "
+                        "the real-history and forecast benchmarks are skipped)")
+    p.add_argument("--max-train-seconds", type=float, default=None,
+                   help=f"cap of the multi-interest model's training (default {MULTI_INTEREST['max_train_seconds']})")
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke run ({QUICK}), written to --out; benchmarks/results is left alone")
+    p.add_argument("--out", default="/tmp/migrec-quick", help="results folder of a --quick run")
     args = p.parse_args(argv)
+    if args.quick:
+        for key, value in QUICK.items():
+            if getattr(args, key) in (None, p.get_default(key)):          # what the command line left alone
+                setattr(args, key, value)
+        _report.RESULTS = Path(args.out)
     started = time.time()
-    datasets = [load(n, Path(args.data), args.seed) for n in args.datasets]
-    command = "python benchmarks/run_drift.py " + " ".join(sys.argv[1:])
+    wanted = args.detectors or list(DETECTORS)
+    datasets = [load(n, Path(args.data), args.seed, "multi-interest" in wanted, args.max_train_seconds)
+                for n in args.datasets]
+    command = "python benchmarks/run_drift.py " + " ".join(sys.argv[1:] if argv is None else argv)
     machine = machine_description()
 
-    rows, delays, example = run_detection(datasets, args.splices, args.seed)
-    _report.write_json({"dataset": "drift-detection", "protocol": PROTOCOL, "machine": machine,
+    rows, delays, example = run_detection(datasets, args.splices, args.seed, args.detectors)
+    protocol = ("QUICK SMOKE RUN (fewer splices, training capped; not a result). " if args.quick else "") + PROTOCOL
+    _report.write_json({"dataset": "drift-detection", "protocol": protocol, "machine": machine,
                         "command": command, "rows": rows})
+    if args.detectors is not None:
+        if not args.quick:
+            _report.write_results_md()
+        print(f"done in {time.time() - started:.0f} s (detectors {', '.join(args.detectors)} only)")
+        return
     plot_detection(rows, delays, _report.RESULTS / "drift-detection.png")
     plot_example(datasets[0], example[datasets[0]["name"]], _report.RESULTS / "drift-detection-timeline.png",
                  args.seed)

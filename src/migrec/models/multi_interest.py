@@ -228,7 +228,9 @@ class MultiInterestModel(InterestModel):
             [len(h), M]: coordinates shared by every user and every moment, the space the
             migration detector reads (an interest rising from nothing, another fading).
         Histories longer than max_len are read in windows of max_len events; each event then
-        sees at least the max_len // 2 events before it.
+        sees at least the max_len // 2 events before it. The vectors depend on the order of the
+        events: calibrate a MigrationDetector on the vectors of time-shuffled histories, as they
+        come (null="as-is"), not on shuffled vectors of real histories.
         """
         self._check_fitted()
         if space not in ("slots", "global"):
