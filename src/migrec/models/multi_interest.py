@@ -352,7 +352,8 @@ class MultiInterestModel(InterestModel):
         `slots` (its interest vectors), `items` (titles of the history's events it explains best),
         `suggestions` (titles of the unseen items it ranks highest), `topics` (category shares of the
         events it explains where the catalogue has a `category` column, else its distinctive title
-        words) and `name` (the top topic). catalogue: item_id, title [, category], in any order."""
+        words) and `name` (its most distinctive categories, by share x log lift over the catalogue,
+        or its words). catalogue: item_id, title [, category], in any order."""
         from ..drift.topics import category_topics, name_topics
 
         idx, groups, w, sims, assign = self._themes(history, weights, merge, unknown)
@@ -366,12 +367,20 @@ class MultiInterestModel(InterestModel):
             shares = assign.T @ space.item_topics[recent] if len(assign) else np.zeros((len(groups), space.n_topics))
             shares = shares / np.maximum(shares.sum(1, keepdims=True), 1e-12)
             topics = [[(space.names[t], float(row[t])) for t in np.argsort(-row)[:3] if row[t] > 0] for row in shares]
+            # named by its most distinctive categories: share x log lift over the catalogue (Drama is everywhere)
+            base = space.item_topics.mean(0)
+            lift = shares * np.log((shares + 1e-3) / (base + 1e-3))
+            names = []
+            for row, score in zip(shares, lift):
+                top = [t for t in np.argsort(-score)[:2] if row[t] >= 0.15 and score[t] > 0]
+                names.append(" / ".join(space.names[t] for t in top) if top else None)
         else:               # words that set the theme's events and top suggestions apart from the catalogue
             labels = np.full(self.n_items, len(groups))
             for g in range(len(groups)):
                 labels[ranked[g][:10]] = g
             labels[recent] = best
-            topics = [[(name, 1.0)] for name in name_topics(titles, labels, len(groups) + 1)[:-1]]
+            names = name_topics(titles, labels, len(groups) + 1)[:-1]
+            topics = [[(name, 1.0)] for name in names]
         out = []
         for g in range(len(groups)):
             if w[g] < min_weight:
@@ -379,7 +388,8 @@ class MultiInterestModel(InterestModel):
             mine = np.flatnonzero(best == g)
             mine = mine[np.argsort(-sims[g][recent[mine]], kind="stable")]
             out.append({"slots": groups[g], "weight": float(w[g]),
-                        "name": topics[g][0][0] if topics[g] else f"interest {groups[g][0]}", "topics": topics[g],
+                        "name": names[g] or (topics[g][0][0] if topics[g] else f"interest {groups[g][0]}"),
+                        "topics": topics[g],
                         "items": list(dict.fromkeys(titles[recent[mine]]))[:k_items],
                         "suggestions": titles[ranked[g][:k_items]].tolist()})
         return out
