@@ -87,7 +87,7 @@ class LiveModel:
     """One model version, read-only; build it with `from_dir`."""
 
     max_history = 200      # newest events a recommendation reads
-    explain_window = 20    # newest events occlusion explains from (one scoring row each: the cost of explain)
+    explain_window = 10    # newest events occlusion explains from (one scoring row each: the cost of explain)
     short_events = 10      # events of the short-term interest profile
 
     def __init__(self, model, catalogue: pd.DataFrame, version: int, encoder: str | None = None,
