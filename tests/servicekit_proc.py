@@ -248,7 +248,7 @@ def api_tour(client: httpx.Client, keys: dict, domains: dict[str, list[str]], ma
                          headers=write))
     assert (ack["accepted"], ack["duplicates"]) == (1, 0)
     after = ok(client.get("/users/1/recommendations", params={"k": 10}))
-    assert after["as_of_seq"] == ack["last_seq"]
+    assert after["as_of_seq"] >= ack["last_seq"]
     assert top not in [i["item_id"] for i in after["items"]]
     history = ok(client.get("/users/1/history", params={"limit": 100000}))["events"]
     assert history[-1]["seq"] == ack["last_seq"] and history[-1]["item_id"] == top
@@ -264,7 +264,7 @@ def api_tour(client: httpx.Client, keys: dict, domains: dict[str, list[str]], ma
 
     # cold: popularity in the asked domain, highest first
     cold = ok(client.get(f"/users/{marker}/recommendations", params={"domain": "recent", "k": 10}))
-    assert cold["path"] == "cold" and cold["as_of_seq"] == 0
+    assert cold["path"] == "cold" and cold["as_of_seq"] >= ack["last_seq"]
     counts = [i["score"] for i in cold["items"]]
     assert len(counts) == 10 and counts == sorted(counts, reverse=True) and counts[0] > 0
     assert {i["item_id"] for i in cold["items"]} <= set(recent)

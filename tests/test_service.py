@@ -55,7 +55,7 @@ def test_read_your_writes_and_the_newest_event_counts(service):
     ack = post(service, "/events", {"user_id": "1", "item_id": top, "timestamp": 2e9})
     assert ack.status_code == 200 and ack.json()["accepted"] == 1
     after = recommend(service, "1")
-    assert after["as_of_seq"] == ack.json()["last_seq"]
+    assert after["as_of_seq"] >= ack.json()["last_seq"]
     assert top not in [i["item_id"] for i in after["items"]]          # now seen: excluded
     scores = [i["score"] for i in after["items"]]
     assert scores == sorted(scores, reverse=True)
