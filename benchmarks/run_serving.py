@@ -517,16 +517,9 @@ def code_version() -> str:
 
 
 def machine() -> str:
-    from migrec.evaluation import machine_description
+    from migrec.hardware import machine_description
 
-    flags = []
-    try:
-        with open("/proc/cpuinfo") as fh:
-            have = next(line for line in fh if line.startswith("flags")).split(":", 1)[1].split()
-        flags = [f for f in ("sse4_2", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in have]
-    except (OSError, StopIteration):
-        pass
-    return machine_description() + (f"; CPU flags {' '.join(flags)}" if flags else "")
+    return machine_description()
 
 
 def main(argv=None) -> None:
