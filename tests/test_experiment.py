@@ -140,12 +140,13 @@ def test_machine_description(monkeypatch):
 
     text = machine_description()
     assert "CPU cores" in text
-    # the device part is exact: "no GPU" without CUDA, else every device's name
+    # the device part is exact: "no GPU" without CUDA, else every device's name and its bf16 support
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     text = machine_description()
-    assert text.endswith(" RAM, no GPU") or text.endswith(" CPU cores, no GPU") or text.endswith("), no GPU")
+    assert text.endswith("; no GPU")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"Test GPU {i}")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     gpus = machine_description()
-    assert gpus == text[: -len("no GPU")] + "Test GPU 0, Test GPU 1"
+    assert gpus == text[: -len("no GPU")] + "Test GPU 0, Test GPU 1 (bf16 native)"

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import sys
 from pathlib import Path
 
 from ..data.split import Split
+from ..hardware import machine_description
 from .evaluator import check_repeats, evaluate, repeats_note
 from .memory import PeakMemory
 from . import plots
@@ -123,32 +122,6 @@ class Experiment:
         self._log("\n" + result.to_markdown())
         return result
 
-
-def machine_description() -> str:
-    """e.g. "Linux x86_64, 2 CPU cores (AMD EPYC 7B13), 24 GiB RAM, no GPU"."""
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), cpu)
-    except OSError:
-        pass
-    ram = ""
-    try:
-        with open("/proc/meminfo") as fh:
-            kb = next(int(l.split()[1]) for l in fh if l.startswith("MemTotal"))
-        ram = f", {kb / 2 ** 20:.0f} GiB RAM"
-    except (OSError, StopIteration):
-        pass
-    gpu = "no GPU"
-    try:
-        import torch
-        if torch.cuda.is_available():
-            gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-    except Exception:      # torch missing or broken CUDA setup: report no GPU
-        pass
-    cores = os.cpu_count()
-    return f"{platform.system()} {platform.machine()}, {cores} CPU cores" + (f" ({cpu})" if cpu else "") + \
-        f"{ram}, {gpu}"
 
 
 def _named(models) -> dict:
