@@ -87,7 +87,7 @@ def cmd_update(args) -> None:
 
     service = Service(config_from(args))
     record = service.update_now()
-    print(json.dumps({k: v for k, v in record.items()}, indent=1, default=str))
+    print(json.dumps(record, indent=1, default=str))
 
 
 def cmd_keys(args) -> None:

@@ -174,7 +174,7 @@ class Service:
     def load(self, version: dict) -> LiveModel:
         path = Path(version["path"])            # relative to the data directory (absolute ones kept)
         return LiveModel.from_dir(path if path.is_absolute() else self.data_dir / path, version["version"], store_items=self.store.items(source="api"),
-                                  histories=self.store.histories(), encoder=self.config.encoder)
+                                  histories=self.store.histories, encoder=self.config.encoder)
 
     def swap(self, live: LiveModel) -> None:
         """Make `live` the served version; items posted while it was loading are added first."""

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import pipeline
+from .updater import next_version_path
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,23 @@ def write_model_folder(model, catalogue, out, encoder: str | None, template: str
     return out
 
 
+def train_version(store, versions_dir, estimator, dataset, encoder: str | None, template: str | None,
+                  source: dict, events_upto: int, note: str, parent: int | None = None, cache_dir=True) -> dict:
+    """Fit `estimator` on `dataset` (leave-one-out split, item text from `encoder` when given), save
+    it as the next version folder, register it and make it live. Returns the version row."""
+    started = time.time()
+    split = pipeline.prepare_split(dataset, encoder=encoder, cache_dir=cache_dir, template=template)
+    log.info("training %s on %d events", estimator.name, split.train.n_interactions)
+    estimator.fit(split.train, split.valid)
+    out = write_model_folder(estimator, split.train.catalogue, next_version_path(store, versions_dir),
+                             encoder, template, source)
+    version = store.add_version(f"{out.parent.name}/{out.name}", events_upto=events_upto,
+                                metrics={"valid_ndcg@10": getattr(estimator, "valid_ndcg_", None)}, parent=parent,
+                                note=f"{note}; trained {estimator.name} in {time.time() - started:.0f} s")
+    store.set_live(version)
+    return store.live_version()
+
+
 def retrain_version(store, data_dir, live, cache_dir=True) -> dict:
     """Train a fresh model of the live version's kind and hyper-parameters on every event now in
     the store (users deleted since are not in it: this is how their influence leaves the weights),
@@ -67,21 +85,11 @@ def retrain_version(store, data_dir, live, cache_dir=True) -> dict:
     upto = store.last_seq()
     events = store.events(upto_seq=upto).drop(columns="seq").assign(rating=np.nan)
     dataset = Dataset(events.reset_index(drop=True), live.catalogue.reset_index(), name="store")
-    text = live.model.encoder_info() is not None
-    split = pipeline.prepare_split(dataset, encoder=live.encoder_spec if text else None, cache_dir=cache_dir,
-                                   template=live.template)
-    started = time.time()
-    estimator = live.model.clone()          # same kind and settings; fit starts from scratch
-    estimator.fit(split.train, split.valid)
-    taken = [v["version"] for v in store.versions()]
-    out = write_model_folder(estimator, split.train.catalogue, Path(data_dir) / "versions" / f"v{max(taken) + 1:04d}",
-                             live.encoder_spec if text else None, live.template, {"dataset": "store", "path": None})
-    version = store.add_version(f"versions/{out.name}", events_upto=upto,
-                                metrics={"valid_ndcg@10": getattr(estimator, "valid_ndcg_", None)},
-                                parent=live.version, note=f"retrained from scratch on the store's {len(events)} "
-                                                          f"events in {time.time() - started:.0f} s")
-    store.set_live(version)
-    return store.live_version()
+    encoder = live.encoder_spec if live.model.encoder_info() is not None else None
+    return train_version(store, Path(data_dir) / "versions", live.model.clone(),   # same kind; fit starts afresh
+                         dataset, encoder, live.template, {"dataset": "store", "path": None}, upto,
+                         f"retrained from scratch on the store's {len(events)} events", parent=live.version,
+                         cache_dir=cache_dir)
 
 
 def import_dataset(store, versions_dir, kind: str, path: str | None = None, model: str = "interest-text+id",
@@ -93,24 +101,13 @@ def import_dataset(store, versions_dir, kind: str, path: str | None = None, mode
 
     if store.live_version() is not None:
         raise ValueError(f"the store at {store.url} already serves a model; import into an empty store")
-    started = time.time()
     dataset = pipeline.load_dataset(kind, path)
     store.add_items(catalogue_rows(dataset.catalogue), replace=True)
     n = store_log(store, dataset.interactions, progress=progress)
-    text = model in pipeline.TEXT_MODELS or blend
-    split = pipeline.prepare_split(dataset, encoder=encoder if text else None, cache_dir=cache_dir,
-                                   template=template)
     estimator = pipeline.build_model(model, **(params or {}))
     if blend:
         estimator = AdaptiveBlend(base=estimator)
-    log.info("training %s on %d events", estimator.name, split.train.n_interactions)
-    estimator.fit(split.train, split.valid)
-    # numbered like the updater's versions: the first folder is v0001
-    out = write_model_folder(estimator, split.train.catalogue, Path(versions_dir) / "v0001",
-                             encoder if text else None, template, {"dataset": kind, "path": path})
-    version = store.add_version(f"{Path(versions_dir).name}/{out.name}", events_upto=store.last_seq(),
-                                metrics={"valid_ndcg@10": getattr(estimator, "valid_ndcg_", None)},
-                                note=f"imported {kind}: {n} events; trained {estimator.name} "
-                                     f"in {time.time() - started:.0f} s")
-    store.set_live(version)
-    return store.live_version()
+    text = model in pipeline.TEXT_MODELS or blend
+    return train_version(store, versions_dir, estimator, dataset, encoder if text else None, template,
+                         {"dataset": kind, "path": path}, store.last_seq(), f"imported {kind}: {n} events",
+                         cache_dir=cache_dir)

@@ -119,7 +119,8 @@ class LiveModel:
         """Load a model folder: the model, catalogue.parquet, serving.json ({"encoder", "template"}) or
         data.json's "encoder"; `encoder` (a spec) overrides both and must match the model's encoder.
         `store_items` rows unknown to the model are added (their stored vectors) when it takes items;
-        `histories` calibrate the migration detector when the model has none."""
+        `histories` calibrate the migration detector when the model has none: a Histories, or a
+        function returning one, called only then (a model with its own detector reads no history)."""
         path = Path(path)
         model = load_model(path)
         settings = json.loads((path / SERVING_FILE).read_text()) if (path / SERVING_FILE).exists() else {}
@@ -165,6 +166,7 @@ class LiveModel:
             topics = None
         detector = getattr(model, "detector_", None)
         if detector is None and histories is not None and vectors is not None:
+            histories = histories() if callable(histories) else histories
             index = {it: i for i, it in enumerate(ids)}
             users = [u for u in histories if len(histories.get(u)) >= 20]
             users = [users[j] for j in np.unique(np.linspace(0, len(users) - 1, CALIBRATION_USERS).astype(int))] \

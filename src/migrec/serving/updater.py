@@ -39,6 +39,12 @@ class UpdatePolicy:
     seed: int = 0
 
 
+def next_version_path(store, versions_dir) -> Path:
+    """The folder of the next version: versions_dir/v0001, v0002, ... after the store's highest."""
+    taken = [v["version"] for v in store.versions()]
+    return Path(versions_dir) / f"v{max(taken, default=0) + 1:04d}"
+
+
 def holdout_split(events, max_users: int, seed: int):
     """(train, held): the newest new event of up to `max_users` users (drawn with `seed`) is
     held back, so the check asks what each of them did next."""
@@ -74,8 +80,7 @@ class Updater:
         self.lock = threading.Lock()
 
     def next_path(self) -> Path:
-        taken = [v["version"] for v in self.store.versions()]
-        return self.versions_dir / f"v{max(taken, default=0) + 1:04d}"
+        return next_version_path(self.store, self.versions_dir)
 
     def run(self, live) -> dict:
         """One cycle against `live` (the serving LiveModel). Returns the update record; when the
