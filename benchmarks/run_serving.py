@@ -335,20 +335,24 @@ def recommend_row(server, run_dir, name, users, cfg, explain=False, train_second
     return row
 
 
+def measured_row(name: str, got: dict, metrics: tuple, details: tuple, **extra) -> dict:
+    """A results row from one load-generator run: the named figures as metrics and details."""
+    row = {"model": name, "metrics": {k: got[k] for k in metrics},
+           "details": {**{k: got.get(k) for k in details}, **extra, "load_1min": got["load_1min"]},
+           "train_seconds": None, "peak_rss_mb": got["peak_rss_mb"]}
+    show(row)
+    return row
+
+
 def ingest_row(server, run_dir, name, key, info, cfg, batch) -> dict:
     log(f"{name}: closed loop, batches of {batch}, {cfg.concurrency} connections, {cfg.ingest_seconds:g} s")
     got = loadgen(server, {"scenario": "ingest", "headers": {"X-API-Key": key}, "users": info["users"],
                            "items": info["items"], "batch": batch, "concurrency": cfg.concurrency,
                            "seconds": cfg.ingest_seconds, "count": 100_000, "tag": f"{name}-{time.time():.0f}"},
                   run_dir, cfg.ingest_seconds + 300)
-    row = {"model": name, "metrics": {"p50_ms": got["p50_ms"], "p99_ms": got["p99_ms"], "rps": got["rps"],
-                                      "errors": got["errors"], "events_per_s": got["events_per_s"]},
-           "details": {"events": got["events"], "requests": got["requests"], "batch": batch,
-                       "connections": cfg.concurrency, "seconds": got["seconds"], "max_ms": got["max_ms"],
-                       "first_error": got.get("first_error"), "load_1min": got["load_1min"]},
-           "train_seconds": None, "peak_rss_mb": got["peak_rss_mb"]}
-    show(row)
-    return row
+    return measured_row(name, got, ("p50_ms", "p99_ms", "rps", "errors", "events_per_s"),
+                        ("events", "requests", "seconds", "max_ms", "first_error"), batch=batch,
+                        connections=cfg.concurrency)
 
 
 def effect_row(server, run_dir, name, key, info, cfg) -> dict:
@@ -356,13 +360,8 @@ def effect_row(server, run_dir, name, key, info, cfg) -> dict:
     got = loadgen(server, {"scenario": "effect", "headers": {"X-API-Key": key}, "users": info["users"],
                            "trials": cfg.effect_trials, "seconds": 600, "seed": 1},
                   run_dir, 900)
-    row = {"model": name, "metrics": {"p50_ms": got["p50_ms"], "p99_ms": got["p99_ms"], "errors": got["errors"]},
-           "details": {"write_p50_ms": got["write_p50_ms"], "write_p99_ms": got["write_p99_ms"],
-                       "reads_per_effect": got["reads_per_effect"], "trials": got["trials"],
-                       "max_ms": got["max_ms"], "load_1min": got["load_1min"]},
-           "train_seconds": None, "peak_rss_mb": got["peak_rss_mb"]}
-    show(row)
-    return row
+    return measured_row(name, got, ("p50_ms", "p99_ms", "errors"),
+                        ("write_p50_ms", "write_p99_ms", "reads_per_effect", "trials", "max_ms"))
 
 
 def ryw_row(server, run_dir, name, key, info, cfg) -> dict:
@@ -371,13 +370,8 @@ def ryw_row(server, run_dir, name, key, info, cfg) -> dict:
                            "items": info["items"], "trials": cfg.ryw_trials, "concurrency": cfg.concurrency,
                            "seconds": 600, "seed": 2},
                   run_dir, 900)
-    row = {"model": name, "metrics": {"share": got["share"], "p50_ms": got["p50_ms"], "p99_ms": got["p99_ms"],
-                                      "errors": got["errors"]},
-           "details": {"trials": got["trials"], "completed": got["completed"], "stale_reads": got["stale_reads"],
-                       "written_item_recommended": got["written_item_recommended"], "load_1min": got["load_1min"]},
-           "train_seconds": None, "peak_rss_mb": got["peak_rss_mb"]}
-    show(row)
-    return row
+    return measured_row(name, got, ("share", "p50_ms", "p99_ms", "errors"),
+                        ("trials", "completed", "stale_reads", "written_item_recommended"))
 
 
 def profile(server, run_dir, url, world, info, cfg) -> dict:
