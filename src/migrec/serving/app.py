@@ -315,13 +315,12 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
         live, now, rows = service.live, time.time(), []
         for i, e in enumerate(events):
             loc = ["body", "events", i] if isinstance(body, EventBatch) else ["body"]
-            item = live.item(e.item_id) if live.has_item(e.item_id) else None
-            if item is None:
+            domain = live.domain_of(e.item_id)
+            if domain is None:
                 raise invalid(loc + ["item_id"], f"unknown item {e.item_id!r}: post it to /items first")
-            if e.domain is not None and e.domain != item["domain"]:
-                raise invalid(loc + ["domain"], f"item {e.item_id!r} belongs to domain {item['domain']!r}, "
-                                                f"not {e.domain!r}")
-            rows.append({"user_id": e.user_id, "item_id": e.item_id, "domain": item["domain"], "event": e.type,
+            if e.domain is not None and e.domain != domain:
+                raise invalid(loc + ["domain"], f"item {e.item_id!r} belongs to domain {domain!r}, not {e.domain!r}")
+            rows.append({"user_id": e.user_id, "item_id": e.item_id, "domain": domain, "event": e.type,
                          "timestamp": now if e.timestamp is None else e.timestamp, "event_id": e.event_id})
         result = service.store.add_events(rows)
         service.metrics.events.inc(result["accepted"])

@@ -200,6 +200,11 @@ class LiveModel:
     def has_item(self, item_id) -> bool:
         return str(item_id) in self._index
 
+    def domain_of(self, item_id) -> str | None:
+        """The item's domain, or None for an unknown item (one lookup: the ingestion path)."""
+        i = self._index.get(str(item_id))
+        return None if i is None else str(self._domains[i])
+
     def _position(self, item_id) -> int:
         try:
             return self._index[str(item_id)]
