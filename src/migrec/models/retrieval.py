@@ -190,6 +190,8 @@ def search(ann: ANNIndex, queries, k: int, excluded: list, allowed: np.ndarray |
     faiss = _faiss()
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     matrix = ann.matrix
+    if allowed is not None and len(allowed) == len(matrix):
+        allowed = None          # every item allowed (e.g. a one-domain catalogue): no filter to apply
     n_allowed = len(matrix) if allowed is None else len(allowed)
     k = max(1, min(k, n_allowed))
     if allowed is not None and n_allowed < exact_below:
@@ -198,10 +200,14 @@ def search(ann: ANNIndex, queries, k: int, excluded: list, allowed: np.ndarray |
     nprobe = ann.nprobe
     params = faiss.SearchParametersIVF(nprobe=nprobe)
     if allowed is not None:
-        # a filter leaves fewer items per list: visit proportionally more lists
+        # a filter leaves fewer items per list: visit proportionally more lists. The allowed set is a
+        # bitmap (one bit per item, ~0.1 ms at 1M items; an IDSelectorBatch hashes every id per call)
+        bits = np.zeros(len(matrix), dtype=bool)
+        bits[np.asarray(allowed, dtype=np.int64)] = True
+        bitmap = np.packbits(bits, bitorder="little")          # both kept alive while the search runs
+        selector = faiss.IDSelectorBitmap(len(matrix), faiss.swig_ptr(bitmap))
         params = faiss.SearchParametersIVF(
-            nprobe=min(ann.index.nlist, int(np.ceil(nprobe * len(matrix) / max(n_allowed, 1)))),
-            sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64)))
+            nprobe=min(ann.index.nlist, int(np.ceil(nprobe * len(matrix) / max(n_allowed, 1)))), sel=selector)
     _, found = ann.index.search(augment_queries(queries), fetch, params=params)
     top = np.zeros((len(queries), k), dtype=np.int64)
     scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
