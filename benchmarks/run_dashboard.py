@@ -1,0 +1,165 @@
+"""How long does each dashboard page take to render in a real browser, with the ML-1M users 1-2999
+world loaded?
+
+    python benchmarks/run_dashboard.py --data /work/shared/data
+    python benchmarks/run_dashboard.py --data /work/shared/data --build-only    # the world only
+
+The world is run_serving.py's `ml-1m-u3k` (MovieLens-1M users 1-2999: 487,650 events, 3,883 items;
+interest-text+id with the bundled MiniLM text vectors in the migration-aware blend, trained
+`--epochs` epochs), built by its `build_ml1m` and cached under --work (default runs/dashboard),
+with a SQLite store filled by its `fill_store` (also cached: the benchmark only reads). `migrec
+serve` runs on 127.0.0.1 (run_serving's `Server`) and Debian's headless chromium, driven by
+Playwright, opens each page `--loads` times (several users / items / queries) in one browser
+context per page kind after one warm-up load; a load's time is the page's own
+window.migrecReadyMs (ms from navigation start until its data are loaded and its charts drawn),
+read by benchmarks/_browser.py's `render_ms`, the helper the browser tests use.
+
+Writes benchmarks/results/dashboard.json (rows overview, user, item, models, search with p50_ms,
+p99_ms, max_ms) and regenerates RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(HERE))
+
+from _browser import (LAPTOP, PAGES, LoopbackGuard, launch, percentile, render_ms)  # noqa: E402
+from _report import RESULTS, write_json, write_results_md  # noqa: E402
+from run_serving import Server, build_ml1m, code_version, fill_store, log, machine  # noqa: E402
+
+
+def filled_store(work: Path, world: dict) -> tuple[Path, str, dict]:
+    """The serve folder (a SQLite store with the world's catalogue, log and model as version 1);
+    built once, then reused: the benchmark only reads it."""
+    folder = work / "serve"
+    meta_file = folder / "filled.json"
+    url = f"sqlite:///{(folder / 'store.db').resolve()}"
+    if meta_file.exists():
+        return folder, url, json.loads(meta_file.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("store.db", "store.db-wal", "store.db-shm"):
+        (folder / name).unlink(missing_ok=True)
+    _key, info = fill_store(url, world)
+    meta = {"users": info["users"], "items": info["items"], "counts": info["counts"]}
+    meta_file.write_text(json.dumps(meta))
+    return folder, url, meta
+
+
+def targets(info: dict, catalogue: Path, loads: int, seed: int = 0) -> dict[str, list[str]]:
+    """Page kind -> the `loads` page paths (under /dashboard/) to open, drawn with a fixed seed."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    users = [str(u) for u in rng.choice(info["users"], loads, replace=False)]
+    items = [str(i) for i in rng.choice(info["items"], loads, replace=False)]
+    titles = pd.read_parquet(catalogue, columns=["item_id", "title"]).set_index("item_id")["title"].astype(str)
+    # half the queries a word of a title (items), half a user id prefix (users)
+    words = [w for t in titles.loc[items] for w in t.replace("(", " ").split() if len(w) > 3 and w.isalpha()]
+    queries = [str(rng.choice(words)) if n % 2 == 0 else users[n][:2] for n in range(loads)]
+    from urllib.parse import quote
+
+    return {"overview": [""] * loads, "user": [f"users/{quote(u)}" for u in users],
+            "item": [f"items/{quote(i)}" for i in items], "models": ["models"] * loads,
+            "search": [f"search?q={quote(q)}" for q in queries]}
+
+
+def measure(base: str, plan: dict[str, list[str]]) -> tuple[dict[str, list[float]], list[str], int]:
+    """Each page's render_ms per load; the requests that left loopback (must be none); requests made."""
+    from playwright.sync_api import sync_playwright
+
+    times, outside, requests = {}, [], 0
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        try:
+            for kind in PAGES:
+                context = browser.new_context(viewport=LAPTOP)
+                guard = LoopbackGuard(context, block=False)
+                page = context.new_page()
+                render_ms(page, f"{base}/dashboard/{plan[kind][0]}")            # warm-up: not counted
+                times[kind] = [render_ms(page, f"{base}/dashboard/{path}") for path in plan[kind]]
+                log(f"{kind}: p50 {percentile(times[kind], 50):.0f} ms, max {max(times[kind]):.0f} ms")
+                outside += guard.outside
+                requests += len(guard.requests)
+                context.close()
+        finally:
+            browser.close()
+    return times, outside, requests
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--work", default=str(ROOT / "runs" / "dashboard"), help="cache and run folder")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--loads", type=int, default=20, help="measured loads per page kind")
+    parser.add_argument("--build-only", action="store_true")
+    cfg = parser.parse_args(argv)
+    command = "python benchmarks/run_dashboard.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    work = Path(cfg.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    world = build_ml1m(work, Path(cfg.data), cfg.epochs, "ml-1m-u3k")
+    folder, url, info = filled_store(work, world)
+    if cfg.build_only:
+        return
+    plan = targets(info, Path(world["model"]) / "catalogue.parquet", cfg.loads)
+    load_before = os.getloadavg()[0]
+    server = Server(folder, url, work / "server.log")
+    try:
+        started = time.perf_counter()
+        times, outside, requests = measure(f"http://127.0.0.1:{server.port}", plan)
+        seconds = time.perf_counter() - started
+        rss = server.rss_mb()
+    finally:
+        server.stop()
+    if outside:
+        raise SystemExit(f"requests left loopback: {outside[:5]}")
+    rows = [{"model": kind, "metrics": {"p50_ms": percentile(v, 50), "p99_ms": percentile(v, 99), "max_ms": max(v)},
+             "details": {"loads": len(v), "min_ms": min(v), "targets": len(set(plan[kind]))},
+             "train_seconds": None, "peak_rss_mb": rss} for kind, v in times.items()]
+    counts = info["counts"]
+    protocol = (
+        f"Code: {code_version()}. Page render time in Debian's headless chromium {_chromium_version()} driven by "
+        f"Playwright, at 1280x800: window.migrecReadyMs, the page's own ms from navigation start until its data are "
+        f"fetched from the JSON API and its charts drawn (body[data-ready=true]). `migrec serve` (1 process, SQLite "
+        f"store, torch 1 thread) on 127.0.0.1 with the ML-1M users 1-2999 world loaded ({counts['users']:,} users, "
+        f"{counts['events']:,} events, {counts['items']:,} items; interest-text+id in the migration-aware blend, "
+        f"{world['epochs']} epochs); browser and server share the machine's {os.cpu_count()} cores. Per page kind: one "
+        f"browser context, 1 warm-up load (not counted), then {cfg.loads} loads: overview and models {cfg.loads} "
+        f"times, user and item pages of {cfg.loads} different random users / items, search {cfg.loads} queries (a "
+        f"title word or a user-id prefix). p50/p99 by linear interpolation over the loads. Requests leaving "
+        f"loopback: {len(outside)} of {requests}. Target: every page under 500 ms. peak_rss_mb: the server's "
+        f"resident memory after the run. {seconds:.0f} s in all; 1-minute load average {load_before:.2f} before.")
+    payload = {"dataset": "dashboard", "protocol": protocol, "machine": machine(), "command": command, "rows": rows}
+    write_json(payload, order=list(PAGES))
+    write_results_md()
+    log(f"wrote {RESULTS / 'dashboard.json'} and RESULTS.md")
+    for r in rows:
+        print(f"{r['model']:9s} p50 {r['metrics']['p50_ms']:7.1f} ms  p99 {r['metrics']['p99_ms']:7.1f} ms  "
+              f"max {r['metrics']['max_ms']:7.1f} ms")
+
+
+def _chromium_version() -> str:
+    import subprocess
+
+    from _browser import CHROMIUM
+
+    try:
+        out = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "(version unknown)"
+    words = [w for w in out.split() if w[:1].isdigit()]
+    return words[0] if words else "(version unknown)"
+
+
+if __name__ == "__main__":
+    main()
