@@ -79,7 +79,9 @@ def cmd_serve(args) -> None:
         print("writes need an API key (X-API-Key); create one with `migrec keys create --name NAME`",
               file=sys.stderr)
     # no access log: request paths carry user ids, and a deleted user must leave no trace
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="warning")
+    # open dashboard streams (GET /stream) would hold a graceful shutdown forever: they get 3 s
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="warning",
+                timeout_graceful_shutdown=3)
 
 
 def cmd_update(args) -> None:

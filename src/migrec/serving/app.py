@@ -7,6 +7,7 @@ half a swap. Request paths carry user ids, so the service writes no access log.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -23,10 +24,12 @@ from fastapi import Body, FastAPI, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
 
 from .auth import authorise
+from .feed import Feed, sse
 from .live import LiveModel
 from .metrics import ServiceMetrics
 from .store import Store, StoreError
@@ -56,6 +59,8 @@ class ServiceConfig:
     trending_days: float = 7.0             # cold start: popularity over the last days, all-time after
     trending_min: int = 5                  # events an item needs in that window to count as trending
     popular_ttl: float = 2.0               # seconds a popularity list is reused (cleared on deletion)
+    counts_ttl: float = 5.0                # seconds the store's counts (/stats) are reused
+    dashboard: bool = True                 # serve the dashboard at /dashboard/
 
     def store_url(self) -> str:
         return self.store or f"sqlite:///{(Path(self.data_dir) / 'store.db').resolve()}"
@@ -134,7 +139,8 @@ class Timing:
             await self.app(scope, receive, send_status)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.latency.labels(scope["method"], route, str(status[0])).observe(time.perf_counter() - started)
+            if route != "/stream":             # a stream lasts as long as its page is open: not a latency
+                self.metrics.observe(scope["method"], route, status[0], time.perf_counter() - started)
 
 
 class Service:
@@ -147,6 +153,8 @@ class Service:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store.open(config.store_url())
         self.metrics = ServiceMetrics()
+        self.feed = Feed()
+        self.counts_cache: tuple[float, dict] | None = None
         self.updater = Updater(self.store, self.data_dir / "versions", config.update)
         self.swap_lock = threading.Lock()
         self.popular_cache: dict = {}
@@ -185,6 +193,7 @@ class Service:
             self.live = live
         self.metrics.version.set(live.version)
         self.metrics.swaps.inc()
+        self.feed.publish("version", {"model_version": live.version})
 
     def update_now(self) -> dict:
         record = self.updater.run(self.live)
@@ -192,6 +201,7 @@ class Service:
         if record["decision"] == "swapped":
             self.swap(self.load(self.store.live_version()))
         self.last_update = record
+        self.feed.publish("update", {"decision": record["decision"], "model_version": self.live.version})
         return record
 
     def retrain(self) -> dict:
@@ -208,6 +218,7 @@ class Service:
                       "metrics_after": row["metrics"], "decision": "retrained", "note": row["note"]}
             record["id"] = self.store.add_update(record)
         self.metrics.updates.labels("retrained").inc()
+        self.feed.publish("update", {"decision": "retrained", "model_version": self.live.version})
         return record
 
     def start_retrain(self) -> bool:
@@ -249,6 +260,7 @@ class Service:
                 live = self.store.live_version()
                 if live is not None and live["version"] != self.live.version:
                     self.swap(self.load(live))
+                self.feed.catch_up(self.store)
                 if self.config.update_every > 0 and time.time() >= next_update:
                     self.update_now()
                     next_update = time.time() + self.config.update_every
@@ -256,6 +268,14 @@ class Service:
                 log.exception("background update/poll failed")
 
     # -- reads -------------------------------------------------------------------------------------
+    def counts(self) -> dict:
+        """The store's counts (users, events, items, domains, last_seq), reused for `counts_ttl` seconds:
+        they scan the whole log."""
+        hit = self.counts_cache
+        if hit is None or time.monotonic() - hit[0] >= self.config.counts_ttl:
+            hit = self.counts_cache = (time.monotonic(), self.store.counts())
+        return hit[1]
+
     def popular(self, domain, k, exclude) -> list:
         key = (domain, k, tuple(sorted(exclude)))
         hit = self.popular_cache.get(key)
@@ -323,7 +343,8 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
             rows.append({"user_id": e.user_id, "item_id": e.item_id, "domain": domain, "event": e.type,
                          "timestamp": now if e.timestamp is None else e.timestamp, "event_id": e.event_id})
         result = service.store.add_events(rows)
-        service.metrics.events.inc(result["accepted"])
+        service.metrics.ingested(result["accepted"])
+        service.feed.events(rows, result["last_seq"])
         service.metrics.duplicates.inc(result["duplicates"])
         return {"accepted": result["accepted"], "duplicates": result["duplicates"], "last_seq": result["last_seq"]}
 
@@ -356,7 +377,7 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
         live = service.live
         rows = service.store.history(user_id, limit=limit)
         return {"user_id": user_id, "events": [
-            {"seq": s, "item_id": i, "title": live.item(i)["title"] if live.has_item(i) else None, "domain": d,
+            {"seq": s, "item_id": i, "title": live.title_of(i), "domain": d,
              "type": t, "timestamp": ts} for s, i, d, t, ts in rows]}
 
     @app.get("/users/{user_id}/interests", summary="Long/short-term interests, migrations, blend weight")
@@ -373,6 +394,7 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
         first = service.store.history(user_id, limit=None)[:1]
         removed = service.store.delete_user(user_id)
         service.popular_cache.clear()
+        service.counts_cache = None
         if removed == 0:
             raise HTTPException(404, "no such user")
         service.metrics.deletions.inc()
@@ -442,8 +464,51 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
     @app.get("/stats", summary="Counts, the live version and request figures (for the dashboard)")
     def stats(x_api_key: ApiKey = None):
         need("read", x_api_key)
-        return {**service.store.counts(), "model_version": service.live.version,
-                "metrics": service.metrics.snapshot()}
+        live = service.live
+        version = next((v for v in service.store.versions() if v["version"] == live.version), {})
+        return {**service.counts(), "model_version": live.version, "model": {
+                    "version": live.version, "kind": live.model.name, "items": len(live.model.item_ids_),
+                    "domains": live.domains(), "encoder": live.encoder_id, "metrics": version.get("metrics", {}),
+                    "created": version.get("created"), "events_upto": version.get("events_upto")},
+                "metrics": service.metrics.snapshot(), "recent": service.metrics.recent(),
+                "last_update": (service.store.updates(1) or [None])[0]}
+
+    @app.get("/search", summary="Users by id prefix and items by id or title text")
+    def search(q: Annotated[str, Query(min_length=1, max_length=256, pattern=PRINTABLE)],
+               limit: Annotated[int, Query(ge=1, le=200)] = 20, x_api_key: ApiKey = None):
+        need("read", x_api_key)
+        return {"q": q, "users": service.store.users(prefix=q.strip(), limit=limit),
+                "items": service.live.search_items(q, limit=limit)}
+
+    @app.get("/stream", summary="Server-sent events: new events (one user's with user_id, else counts), "
+                                "model swaps and update runs")
+    async def stream(request: Request, user_id: Annotated[str | None, Query(max_length=256, pattern=PRINTABLE)] = None,
+                     x_api_key: ApiKey = None):
+        await run_in_threadpool(need, "read", x_api_key)
+        sub = service.feed.subscribe(user_id)
+
+        async def messages():
+            try:
+                yield sse("hello", {"model_version": service.live.version, "user_id": user_id})
+                idle = 0.0
+                while not service.stop.is_set():
+                    try:
+                        kind, payload = await asyncio.wait_for(sub.queue.get(), timeout=1.0)
+                    except asyncio.TimeoutError:
+                        idle += 1.0
+                        if idle >= 15:                   # a comment keeps proxies from closing the stream
+                            idle = 0.0
+                            if await request.is_disconnected():
+                                break
+                            yield ": keep-alive\n\n"
+                        continue
+                    idle = 0.0
+                    yield sse(kind, payload)
+            finally:
+                service.feed.unsubscribe(sub)
+
+        return StreamingResponse(messages(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @app.get("/admin/versions", summary="Every model version with its metrics")
     def versions(x_api_key: ApiKey = None):
@@ -473,4 +538,8 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
         need("admin", x_api_key)
         return service.rollback(body.version if body else None)
 
+    if cfg.dashboard:
+        from .dashboard import mount_dashboard
+
+        mount_dashboard(app, service)
     return app

@@ -1,0 +1,3 @@
+"use strict";
+document.getElementById("live").textContent = "";
+window.migrec.ready();
