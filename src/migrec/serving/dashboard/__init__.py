@@ -8,6 +8,7 @@ GET /stream. Why server-rendered shells and no npm build: docs/architecture.md.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Annotated
 
@@ -23,15 +24,37 @@ PAGES = (("overview", "Overview", "/dashboard/"), ("models", "Models", "/dashboa
          ("search", "Search", "/dashboard/search"))
 
 
+class CachedStatic(StaticFiles):
+    """Static files a browser may keep for a day: their URLs carry the assets' hash (?v=), so a new
+    release is fetched anew."""
+
+    async def get_response(self, path, scope):
+        response = await super().get_response(path, scope)
+        if response.status_code == 200:
+            response.headers["Cache-Control"] = "public, max-age=86400, immutable"
+        return response
+
+
+def assets_hash() -> str:
+    """A short hash of the static files' contents (the ?v= of their URLs)."""
+    digest = hashlib.sha256()
+    for file in sorted((HERE / "static").rglob("*")):
+        if file.is_file():
+            digest.update(file.name.encode() + file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def mount_dashboard(app: FastAPI, service, prefix: str = "/dashboard") -> None:
     """Add the dashboard's pages and static files to the service's app."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
-    app.mount(f"{prefix}/static", StaticFiles(directory=str(HERE / "static")), name="dashboard-static")
+    app.mount(f"{prefix}/static", CachedStatic(directory=str(HERE / "static")), name="dashboard-static")
+    assets = assets_hash()
 
     def page(request: Request, name: str, title: str, status: int = 200, **context) -> HTMLResponse:
         return templates.TemplateResponse(request, f"{name}.html", {
             "page": name, "title": title, "pages": PAGES, "prefix": prefix,
-            "version": service.live.version, "auth_reads": service.config.auth_reads, **context},
+            "version": service.live.version, "auth_reads": service.config.auth_reads, "assets": assets,
+            **context},
             status_code=status, headers={"Cache-Control": "no-store"})
 
     @app.get("/", include_in_schema=False)

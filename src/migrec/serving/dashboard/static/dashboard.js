@@ -73,6 +73,12 @@
     tbody.replaceChildren(...rows);
   }
 
+  // Chart.js comes after the page scripts (so their API calls start first): drawing waits for it
+  const libraries = new Promise((resolve) => {
+    if (window.Chart) resolve();
+    else document.addEventListener("DOMContentLoaded", () => resolve(), { once: true });
+  });
+
   // a chart, redrawn in place: Chart.js with animation off (a refresh must not flicker), and the same
   // numbers as a table for screen readers and keyboard users
   function chart(id, config, table) {
@@ -166,7 +172,7 @@
     return async function refresh() {
       if (running) { again = true; return running; }
       running = (async () => {
-        try { await load(); clearError(); } catch (error) { fail(error); }
+        try { await load(); clearError(); } catch (error) { await libraries; fail(error); }
         ready();
       })();
       await running;
@@ -190,6 +196,6 @@
     if (foot) foot.textContent = version;
   }
 
-  window.migrec = { api, el, fmt, links, path, fill, chart, ready, fail, stream, refresher, versionShown, updatesTable,
+  window.migrec = { api, el, fmt, links, path, fill, chart, libraries, ready, fail, stream, refresher, versionShown, updatesTable,
                     PALETTE };
 })();

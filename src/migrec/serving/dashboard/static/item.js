@@ -1,7 +1,7 @@
 // Item page: text, domain, cold or not, popularity over time, similar items.
 "use strict";
 (function () {
-  const { api, el, fmt, links, path, fill, chart, refresher, stream, PALETTE } = window.migrec;
+  const { libraries, api, el, fmt, links, path, fill, chart, refresher, stream, PALETTE } = window.migrec;
   const id = document.body.dataset.itemId;
 
   // days since the epoch -> bars by day, or by month when the span is long
@@ -20,6 +20,7 @@
 
   const refresh = refresher(async () => {
     const [item, similar] = await Promise.all([api("/items/" + path(id)), api("/items/" + path(id) + "/similar?k=10")]);
+    await libraries;
     document.getElementById("item-title").textContent = item.title;
     document.title = item.title + " · migrec";
     document.getElementById("item-domain").textContent = item.domain;

@@ -1,7 +1,7 @@
 // Models page: versions and their metrics, NDCG@10 over versions, the update history, rollback.
 "use strict";
 (function () {
-  const { api, el, fmt, fill, chart, stream, refresher, versionShown, updatesTable, PALETTE } = window.migrec;
+  const { libraries, api, el, fmt, fill, chart, stream, refresher, versionShown, updatesTable, PALETTE } = window.migrec;
   const statusBox = document.getElementById("rollback-status");
 
   const ndcg = (v) => v.metrics["NDCG@10"] ?? v.metrics["valid_ndcg@10"] ?? null;
@@ -22,6 +22,7 @@
 
   const refresh = refresher(async () => {
     const [versions, updates] = await Promise.all([api("/admin/versions"), api("/admin/updates?limit=50")]);
+    await libraries;
     versionShown(versions.live);
     const rows = versions.versions.slice().reverse();
     fill(document.querySelector("#versions tbody"), rows.map((v) => {

@@ -1,10 +1,11 @@
 // Overview: counts, events per minute (live), the live model, request latency, cold-start share, updates.
 "use strict";
 (function () {
-  const { api, el, fmt, fill, chart, stream, refresher, versionShown, updatesTable, PALETTE } = window.migrec;
+  const { libraries, api, el, fmt, fill, chart, stream, refresher, versionShown, updatesTable, PALETTE } = window.migrec;
 
   const refresh = refresher(async () => {
     const [stats, updates] = await Promise.all([api("/stats"), api("/admin/updates?limit=10")]);
+    await libraries;
     for (const dd of document.querySelectorAll("#counts dd")) dd.textContent = fmt.int(stats[dd.dataset.key]);
     const minutes = stats.recent.events_per_minute;
     const labels = minutes.map((m) => new Date(m.minute * 1000).toISOString().slice(11, 16));

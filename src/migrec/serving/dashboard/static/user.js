@@ -2,7 +2,7 @@
 // with their explanations and serving path; follows the user's new events live.
 "use strict";
 (function () {
-  const { api, el, fmt, links, path, fill, chart, stream, refresher, versionShown, PALETTE } = window.migrec;
+  const { libraries, api, el, fmt, links, path, fill, chart, stream, refresher, versionShown, PALETTE } = window.migrec;
   const user = document.body.dataset.userId;
   const base = "/users/" + path(user);
   const domainSelect = document.getElementById("domain");
@@ -102,6 +102,7 @@
     const query = "?k=10&explain=true" + (domain ? "&domain=" + encodeURIComponent(domain) : "");
     const [h, i, r] = await Promise.all([api(base + "/history?limit=200"), api(base + "/interests"),
                                          api(base + "/recommendations" + query)]);
+    await libraries;
     history(h);
     profile(i);
     timeline(i);
