@@ -138,7 +138,8 @@ class Timing:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = getattr(scope.get("route"), "path", None) or \
+                ("/dashboard/static" if scope["path"].startswith("/dashboard/static/") else "unmatched")
             if route != "/stream":             # a stream lasts as long as its page is open: not a latency
                 self.metrics.observe(scope["method"], route, status[0], time.perf_counter() - started)
 
