@@ -22,6 +22,7 @@ from ..drift.report import migrations
 from ..drift.topics import TopicSpace, topic_space
 from ..encoders import ItemTextTemplate, encode_catalogue, make_encoder
 from ..encoders.text import clean_value
+from ..models import retrieval
 from ..registry import load_model
 
 SERVING_FILE, DATA_FILE, CATALOGUE_FILE = "serving.json", "data.json", "catalogue.parquet"
@@ -78,6 +79,19 @@ def _grow_topics(topics, catalogue: pd.DataFrame, n_new: int, text) -> TopicSpac
     return TopicSpace(topics.names, np.vstack([topics.item_topics, rows]), topics.kind)
 
 
+def _moments(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean row and (population) covariance of the item matrix, float64, in blocks: what a row of
+    scores q · v over every item has as mean (q · mean) and variance (q C q)."""
+    d = matrix.shape[1]
+    total, gram = np.zeros(d), np.zeros((d, d))
+    for lo in range(0, len(matrix), 65536):
+        block = matrix[lo:lo + 65536].astype(np.float64)
+        total += block.sum(axis=0)
+        gram += block.T @ block
+    mean = total / len(matrix)
+    return mean, gram / len(matrix) - np.outer(mean, mean)
+
+
 def _shares(rows: np.ndarray, names: list) -> list[dict]:
     dist = rows.mean(axis=0) if len(rows) else np.zeros(len(names))
     return [{"topic": names[i], "share": float(dist[i])} for i in np.argsort(-dist, kind="stable") if dist[i] > 0]
@@ -92,8 +106,9 @@ class LiveModel:
 
     def __init__(self, model, catalogue: pd.DataFrame, version: int, encoder: str | None = None,
                  template: str | None = None, text_vectors=None, topics=None, detector=None, cold=None,
-                 path=None, _encoder_box: dict | None = None):
-        """`catalogue`: indexed by item_id, rows in `model.item_ids_` order; see from_dir."""
+                 path=None, _encoder_box: dict | None = None, ann=None):
+        """`catalogue`: indexed by item_id, rows in `model.item_ids_` order; see from_dir. `ann`: the
+        ANN index of the version this one grew from (with_items), updated rather than rebuilt."""
         self.model, self.catalogue, self.version, self.path = model, catalogue, int(version), path
         self.encoder_spec, self.template = encoder, template
         self.text_vectors, self.topics, self.detector = text_vectors, topics, detector
@@ -108,10 +123,21 @@ class LiveModel:
         self._titles = catalogue[TITLE].to_numpy(object)
         self._domain_items = {d: np.flatnonzero(self._domains == d) for d in sorted(set(self._domains))}
         self._cold = np.zeros(len(ids), bool) if cold is None else np.asarray(cold, bool)
-        matrix = model.item_matrix()            # also builds a torch model's inference cache now
+        # retrieval (models.retrieval): the dot-product model's item matrix (an AdaptiveBlend's: its
+        # base's) and, from the model's `ann_threshold` items on, its FAISS index, built here
+        self._dot = model.base if isinstance(model, AdaptiveBlend) else model
+        matrix = self._dot.item_matrix()        # also builds a torch model's inference cache now
+        self._ann = self._moments = None
+        threshold = getattr(self._dot, "ann_threshold", None)
+        if matrix is not None and threshold is not None and len(ids) >= threshold:
+            self._ann = self._dot.ann_index() if ann is None else retrieval.update(ann, matrix)
+            self._moments = _moments(matrix) if self._dot is not model else None
         matrix = text_vectors if matrix is None else matrix
-        self._unit = None if matrix is None else \
-            (matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        norms = None if matrix is None else np.linalg.norm(matrix, axis=1, keepdims=True)
+        if self._ann is not None and matrix is self._ann.matrix and np.abs(norms - 1).max() < 1e-4:
+            self._unit = matrix                 # unit rows already: similar() searches the index
+        else:
+            self._unit = None if matrix is None else (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod
@@ -223,11 +249,19 @@ class LiveModel:
         return {ITEM: self.model.item_ids_[i], TITLE: self._titles[i], DOMAIN: self._domains[i], "score": score}
 
     def similar(self, item_id, k: int = 10, domain: str | None = None) -> list[dict]:
-        """The k items nearest `item_id` by cosine of the model's item vectors (else text vectors)."""
+        """The k items nearest `item_id` by cosine of the model's item vectors (an AdaptiveBlend's: its
+        base's; else text vectors). Unit item rows above the ANN threshold: from the FAISS index."""
         i = self._position(item_id)
         self._check_domain(domain)
         if self._unit is None:
             raise ValueError("this model version has no item vectors: similar items are not available")
+        if self._ann is not None and self._unit is self._ann.matrix:
+            if k < 1:
+                raise ValueError(f"field 'k' must be >= 1, not {k}")
+            allowed = None if domain is None else self._domain_items[domain]
+            top, sims = retrieval.search(self._ann, self._unit[i][None], k, [np.array([i], np.int64)], allowed,
+                                         exact_below=self._dot.ann_threshold)
+            return [self._brief(j, float(s)) for j, s in zip(top[0], sims[0]) if np.isfinite(s)]
         sims = self._unit @ self._unit[i]
         if domain is not None:
             sims = np.where(self._domains == domain, sims, -np.inf)
@@ -272,7 +306,8 @@ class LiveModel:
             text = np.vstack([self.text_vectors, vectors])
         topics = None if self.topics is None else _grow_topics(self.topics, catalogue, len(frame), text)
         return LiveModel(twin, catalogue, self.version, self.encoder_spec, self.template, text, topics,
-                         self.detector, np.r_[self._cold, np.ones(len(frame), bool)], self.path, self._box)
+                         self.detector, np.r_[self._cold, np.ones(len(frame), bool)], self.path, self._box,
+                         ann=self._ann)     # this index stays as it is: the twin's is a patched copy
 
     # -- histories --------------------------------------------------------------------------------
     def _events(self, history):
@@ -319,17 +354,21 @@ class LiveModel:
             return self._cold_answer(k, domain, excluded, explain, popular)
         in_domain = domain is None or bool((self._domains[idx] == domain).any())
         pos, idx, times = pos[-self.max_history:], idx[-self.max_history:], times[-self.max_history:]
-        row = np.array(self.model.score_histories([idx])[0], dtype=np.float32, copy=True)
-        row[np.isnan(row)] = -np.inf
-        if domain is not None:
-            keep = self._domain_items[domain]
-            row, full = np.full_like(row, -np.inf), row
-            row[keep] = full[keep]
-        row[[self._index[i] for i in excluded if i in self._index]] = -np.inf
-        top = self._top(row, k)
-        items = [self._brief(i, float(row[i])) for i in top]
+        if self._ann is not None:       # a large catalogue: the model's FAISS index, exact scores of its top-k
+            top, scores = self._retrieve(idx, k, domain, excluded)
+        else:
+            row = np.array(self.model.score_histories([idx])[0], dtype=np.float32, copy=True)
+            row[np.isnan(row)] = -np.inf
+            if domain is not None:
+                keep = self._domain_items[domain]
+                row, full = np.full_like(row, -np.inf), row
+                row[keep] = full[keep]
+            row[[self._index[i] for i in excluded if i in self._index]] = -np.inf
+            top = self._top(row, k)
+            scores = row[top]
+        items = [self._brief(i, float(s)) for i, s in zip(top, scores)]
         if explain:
-            for item, because in zip(items, self._because(idx, pos, times, top, row[top])):
+            for item, because in zip(items, self._because(idx, pos, times, top, scores)):
                 item["because"] = because
         return {"path": "warm" if in_domain else "cross-domain", "items": items}
 
@@ -338,8 +377,8 @@ class LiveModel:
         window = range(max(len(idx) - self.explain_window, 0), len(idx))
         if not len(top) or not len(window):
             return [[] for _ in top]
-        occluded = np.asarray(self.model.score_histories([np.delete(idx, j) for j in window]), np.float32)
-        weights = scores[None, :] - occluded[:, top]              # [events in window, k]
+        occluded = self._item_scores([np.delete(idx, j) for j in window], top)
+        weights = scores[None, :] - occluded                      # [events in window, k]
         out = []
         for c in range(len(top)):
             order = [w for w in np.argsort(-weights[:, c], kind="stable")[:3] if weights[w, c] > 0]
@@ -347,6 +386,47 @@ class LiveModel:
                          "timestamp": None if np.isnan(times[window[w]]) else float(times[window[w]]),
                          "position": int(pos[window[w]]), "weight": float(weights[w, c])} for w in order])
         return out
+
+    # -- retrieval above the ANN threshold (models.retrieval) ---------------------------------------------
+    def _queries(self, histories) -> tuple[np.ndarray, np.ndarray]:
+        """(q [n, d], offset [n]) with the model's score of item i = q · v[i] + offset, v the item matrix.
+        An AdaptiveBlend scores (1 - w) z(long) + w z(short), z standardising a row over every item: for
+        dot-product scores z(q · v) = (q · v - q · mean) / sqrt(q C q), so its q and offset follow from
+        the base's query vectors of the whole and of the last `short` events and the item matrix's moments."""
+        if self._moments is None:
+            queries = np.asarray(self._dot.query_vectors(histories), np.float32)
+            return queries, np.zeros(len(histories))
+        blend, (mean, cov) = self.model, self._moments
+        w = np.asarray(blend.weights(histories), np.float64)
+        short = [np.asarray(h, np.int64)[-blend.short:] for h in histories]
+        queries, offset = np.zeros((len(histories), len(mean))), np.zeros(len(histories))
+        for part, weight in ((histories, 1 - w), (short, w)):
+            q = np.asarray(self._dot.query_vectors(part), np.float64)
+            sd = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", q, cov, q), 0.0))
+            a = weight / np.where(sd > 0, sd, 1.0)
+            queries += a[:, None] * q
+            offset -= a * (q @ mean)
+        return queries.astype(np.float32), offset
+
+    def _retrieve(self, idx, k: int, domain, excluded) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item indices of one history from the ANN index (domain items only, `excluded` raw ids
+        never), with the model's scores."""
+        if k < 1:
+            raise ValueError(f"field 'k' must be >= 1, not {k}")
+        queries, offset = self._queries([idx])
+        banned = np.unique(np.asarray([self._index[i] for i in excluded if i in self._index], np.int64))
+        allowed = None if domain is None else self._domain_items[domain]
+        top, scores = retrieval.search(self._ann, queries, k, [banned], allowed, exact_below=self._dot.ann_threshold)
+        found = np.isfinite(scores[0])
+        return top[0][found], scores[0][found] + np.float32(offset[0])
+
+    def _item_scores(self, histories, items) -> np.ndarray:
+        """The model's scores of `items` only, [len(histories), len(items)]: from the query vectors above
+        the ANN threshold (no full rows), else columns of score_histories."""
+        if self._ann is None:
+            return np.asarray(self.model.score_histories(histories), np.float32)[:, items]
+        queries, offset = self._queries(histories)
+        return queries @ self._ann.matrix[items].T + offset[:, None].astype(np.float32)
 
     def _cold_answer(self, k, domain, excluded, explain, popular) -> dict:
         if popular is None:
