@@ -182,3 +182,30 @@ def test_stream_on_a_real_server_follows_one_user(shared_data, tmp_path_factory,
     assert all(e["user_id"] == "watched" for e in events)        # the other user's event never came
     counts = [m[1] for m in everyone if m[0] == "events"]
     assert all(set(c) == {"accepted", "last_seq"} for c in counts)
+
+
+def test_interests_carry_a_multi_interest_models_own_interests(shared_data, tmp_path, client):
+    from migrec.serving import Store
+    from migrec.serving.bootstrap import import_dataset
+
+    assert client.get("/users/1/interests").json()["model_interests"] is None     # a single-vector model
+    data = servicekit.two_domain_data(shared_data, tmp_path / "dataset", users=120)
+    data_dir = tmp_path / "mi"
+    store = Store.open(f"sqlite:///{data_dir / 'store.db'}")
+    import_dataset(store, data_dir / "versions", "parquet", str(data), model="multi-interest", blend=True,
+                   encoder=servicekit.ENCODER, params={**servicekit.PARAMS, "n_interests": 3, "epochs": 1},
+                   cache_dir=None, progress=False)
+    store.close()
+    svc = Service(ServiceConfig(data_dir=str(data_dir)))
+    with TestClient(create_app(service=svc)) as c:
+        user = svc.store.users(limit=1)[0]
+        got = c.get(f"/users/{user}/interests").json()["model_interests"]
+        history = [h[1] for h in svc.store.history(user, limit=svc.config.max_history)]
+        catalogue = svc.live.catalogue.reset_index()[["item_id", "title", "category"]]
+        expected = svc.live.model.base.describe_interests(history, catalogue)
+        assert [g["name"] for g in got] == [g["name"] for g in expected]
+        assert [g["weight"] for g in got] == pytest.approx([g["weight"] for g in expected])
+        assert sum(g["weight"] for g in got) == pytest.approx(1.0, abs=1e-4)
+        assert 1 <= len(got) <= 3 and all(g["items"] and g["suggestions"] for g in got)
+        assert not set(sum((g["suggestions"] for g in got), [])) & {svc.live.title_of(i) for i in history}
+        assert 'id="model-interests"' in c.get(f"/dashboard/users/{user}").text

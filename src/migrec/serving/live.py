@@ -17,7 +17,7 @@ import pandas as pd
 from ..data.schema import DEFAULT_DOMAIN, DOMAIN, ITEM, TITLE
 from ..drift.adaptation import AdaptiveBlend
 from ..drift.detection import MigrationDetector
-from ..drift.profiles import History
+from ..drift.profiles import History, timeline
 from ..drift.report import migrations
 from ..drift.topics import TopicSpace, topic_space
 from ..encoders import ItemTextTemplate, encode_catalogue, make_encoder
@@ -79,6 +79,24 @@ def _grow_topics(topics, catalogue: pd.DataFrame, n_new: int, text) -> TopicSpac
     return TopicSpace(topics.names, np.vstack([topics.item_topics, rows]), topics.kind)
 
 
+def _timeline(rows: np.ndarray, names: list, times: np.ndarray, top: int, periods: int) -> dict:
+    """Topic shares per period of `every` events (about `periods` periods): the `top` topics of the
+    whole history as series, the rest summed as "other"; each period's first event date."""
+    every = max(1, -(-len(rows) // periods))
+    table = timeline(rows, every=every)
+    shares = table.drop(columns="n_events").to_numpy()
+    order = [int(i) for i in np.argsort(-rows.sum(axis=0), kind="stable")[:top] if rows[:, i].sum() > 0]
+    series = [{"topic": names[i], "shares": shares[:, i].round(4).tolist()} for i in order]
+    rest = 1.0 - shares[:, order].sum(axis=1)
+    if len(order) < len(names) and rest.max() > 1e-6:
+        series.append({"topic": "other", "shares": np.clip(rest, 0, 1).round(4).tolist()})
+    starts = [int(x) for x in table.index]
+    dates = [str(np.datetime64(int(times[i]), "s").astype("datetime64[D]")) if np.isfinite(times[i]) and times[i] > 0
+             else None for i in starts]
+    return {"every": every, "periods": [{"start": i, "date": d, "events": int(n)}
+                                        for i, d, n in zip(starts, dates, table["n_events"])], "series": series}
+
+
 def _moments(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean row and (population) covariance of the item matrix, float64, in blocks: what a row of
     scores q · v over every item has as mean (q · mean) and variance (q C q)."""
@@ -103,6 +121,8 @@ class LiveModel:
     max_history = 200      # newest events a recommendation reads
     explain_window = 10    # newest events occlusion explains from (one scoring row each: the cost of explain)
     short_events = 10      # events of the short-term interest profile
+    timeline_periods = 40  # periods of the interest timeline (each `ceil(events / 40)` events)
+    timeline_topics = 8    # topics drawn in the timeline (the rest summed as "other")
 
     def __init__(self, model, catalogue: pd.DataFrame, version: int, encoder: str | None = None,
                  template: str | None = None, text_vectors=None, topics=None, detector=None, cold=None,
@@ -123,6 +143,7 @@ class LiveModel:
         self._titles = catalogue[TITLE].to_numpy(object)
         self._domain_items = {d: np.flatnonzero(self._domains == d) for d in sorted(set(self._domains))}
         self._cold = np.zeros(len(ids), bool) if cold is None else np.asarray(cold, bool)
+        self._search = None
         # retrieval (models.retrieval): the dot-product model's item matrix (an AdaptiveBlend's: its
         # base's) and, from the model's `ann_threshold` items on, its FAISS index, built here
         self._dot = model.base if isinstance(model, AdaptiveBlend) else model
@@ -230,6 +251,11 @@ class LiveModel:
         """The item's domain, or None for an unknown item (one lookup: the ingestion path)."""
         i = self._index.get(str(item_id))
         return None if i is None else str(self._domains[i])
+
+    def title_of(self, item_id) -> str | None:
+        """The item's title, or None for an unknown item (one lookup: history listings)."""
+        i = self._index.get(str(item_id))
+        return None if i is None else str(self._titles[i])
 
     def _position(self, item_id) -> int:
         try:
@@ -445,21 +471,58 @@ class LiveModel:
     # -- interests --------------------------------------------------------------------------------
     def interests(self, history) -> dict:
         """Topic shares of all events (long) and of the newest `short_events` (short), detected
-        migrations (position in `history`, ISO date, topics before/after), the AdaptiveBlend weight."""
+        migrations (position in `history`, ISO date, topics before/after, timeline period), the
+        AdaptiveBlend weight, the timeline: topic shares per period of the history (`_timeline`), and
+        `model_interests`: a multi-interest model's own interests (None for other models)."""
         pos, idx, times = self._events(history)
-        out = {"long": [], "short": [], "migrations": [], "blend_weight": None, "events": int(len(idx))}
+        out = {"long": [], "short": [], "migrations": [], "blend_weight": None, "events": int(len(idx)),
+               "timeline": {"every": 1, "periods": [], "series": []}, "model_interests": None}
         if not len(idx):
             return out
         if self.topics is None:
             raise ValueError("this model version has no topic space (no categories, no text vectors)")
         rows, names = self.topics.one_hot(idx), list(self.topics.names)
         out["long"], out["short"] = _shares(rows, names), _shares(rows[-self.short_events:], names)
+        out["timeline"] = _timeline(rows, names, times, self.timeline_topics, self.timeline_periods)
         if self.detector is not None and self.text_vectors is not None:
             for m in migrations(History("", idx, times), self.topics, self.text_vectors, self.detector):
                 out["migrations"].append({
-                    "position": int(pos[m.event]), "timestamp": None if m.date == "-" else m.date,
+                    "position": int(pos[m.event]), "period": int(m.event) // out["timeline"]["every"],
+                    "timestamp": None if m.date == "-" else m.date,
                     "before": [{"topic": t, "share": s} for t, s in m.before],
                     "after": [{"topic": t, "share": s} for t, s in m.after]})
         if isinstance(self.model, AdaptiveBlend):
             out["blend_weight"] = float(self.model.weights([idx[-self.max_history:]])[0])
+        out["model_interests"] = self._model_interests(idx[-self.max_history:])
         return out
+
+    def _model_interests(self, idx: np.ndarray) -> list[dict] | None:
+        """A multi-interest model's own interests of the history (models.multi_interest.describe_interests:
+        name, weight, topics, the history's items it explains, its top unseen items); None for other models."""
+        describe = getattr(getattr(self.model, "base", self.model), "describe_interests", None)
+        if describe is None:
+            return None
+        catalogue = pd.DataFrame({ITEM: self.model.item_ids_, TITLE: self._titles})
+        if "category" in self.catalogue.columns:
+            catalogue["category"] = self.catalogue["category"].to_numpy()
+        found = describe([self.model.item_ids_[i] for i in idx], catalogue)
+        return [{"name": g["name"], "weight": g["weight"], "topics": [{"topic": t, "share": v} for t, v in g["topics"]],
+                 "items": g["items"], "suggestions": g["suggestions"]} for g in found]
+
+    # -- search -----------------------------------------------------------------------------------
+    def search_items(self, text: str, limit: int = 20) -> list[dict]:
+        """Items whose id starts with `text` or whose title contains it (case-insensitive): exact id
+        first, then id prefixes, then titles, each in catalogue order; item_id, title, domain, cold."""
+        text = str(text).strip().lower()
+        if not text:
+            return []
+        if self._search is None:                # built on the first search, then reused (read-only)
+            self._search = (pd.Series(self.model.item_ids_, dtype=object).str.lower(),
+                            pd.Series(self._titles, dtype=object).astype(str).str.lower())
+        ids, titles = self._search
+        exact = np.flatnonzero(ids.to_numpy() == text)
+        prefix = np.flatnonzero(ids.str.startswith(text, na=False).to_numpy())
+        inside = np.flatnonzero(titles.str.contains(text, regex=False, na=False).to_numpy())
+        order = list(dict.fromkeys(np.r_[exact, prefix, inside].astype(int).tolist()))[:limit]
+        return [{ITEM: self.model.item_ids_[i], TITLE: self._titles[i], DOMAIN: self._domains[i],
+                 "cold": bool(self._cold[i])} for i in order]

@@ -97,6 +97,24 @@
       : [el("li", { text: "none detected" })]);
   }
 
+  function modelInterests(interests) {
+    const found = interests.model_interests;
+    document.getElementById("model-interests-card").hidden = !found;
+    if (!found) return;
+    chart("interest-mix", {
+      type: "doughnut",
+      data: { labels: found.map((g) => g.name),
+              datasets: [{ data: found.map((g) => g.weight), backgroundColor: found.map((g, i) => PALETTE[i % PALETTE.length]) }] },
+      options: { plugins: { legend: { position: "right" } } },
+    }, { columns: ["interest", "share"], rows: found.map((g) => [g.name, fmt.pct(g.weight)]) });
+    fill(document.getElementById("model-interests"), found.map((g) => el("li", {},
+      el("strong", { text: g.name + " " + fmt.pct(g.weight) }),
+      el("span", { class: "meta", text: " (" + g.topics.map((t) => t.topic + " " + fmt.pct(t.share)).join(", ") + ")" }),
+      el("ul", { class: "because" },
+        el("li", { text: "from: " + (g.items.join(", ") || "–") }),
+        el("li", { text: "suggests: " + (g.suggestions.join(", ") || "–") })))));
+  }
+
   const refresh = refresher(async () => {
     const domain = domainSelect.value;
     const query = "?k=10&explain=true" + (domain ? "&domain=" + encodeURIComponent(domain) : "");
@@ -106,6 +124,7 @@
     history(h);
     profile(i);
     timeline(i);
+    modelInterests(i);
     recommendations(r);
   });
 
