@@ -12,6 +12,11 @@ Worlds (built once, cached under --work, default runs/serving):
   96,117 synthetic ones whose text vectors are drawn from a Gaussian mixture fitted to the real
   ones), with a synthetic log of `--synthetic-users` users (20-400 events each, two topic
   clusters per user, a switch in between).
+- 1m-items (`--worlds million`): the same, grown to 1,000,000 items (30,000 with --quick, whose
+  model gets ann_threshold=15,000 so that the smoke run goes through the index too). From the
+  model's `ann_threshold` (100,000) items on, LiveModel answers recommend and similar from the
+  model's FAISS index (models.retrieval), exact below; its rows: recommend, recommend with
+  explanations, similar items.
 
 For each store backend (SQLite file; PostgreSQL in a fresh database, dropped afterwards) a fresh
 store is filled with the world's catalogue and log, `migrec serve` is started as a subprocess on
@@ -52,10 +57,12 @@ from _report import RESULTS, write_json, write_results_md  # noqa: E402
 
 LOADGEN = Path(__file__).resolve().parent / "loadgen.py"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-ORDER = ["recommend-ml-1m-u3k", "recommend-explain-ml-1m-u3k", "recommend-100k", "ingest-single",
+ORDER = ["recommend-ml-1m-u3k", "recommend-explain-ml-1m-u3k", "recommend-100k", "recommend-1m-items",
+         "recommend-explain-1m-items", "similar-1m-items", "ingest-single",
          "ingest-batch100", "event-to-effect", "read-your-writes"]
 ORDER = ORDER + [f"{name}-postgres" for name in ORDER]
 CATALOGUE_SIZE = 100_000
+MILLION, MILLION_QUICK = 1_000_000, 30_000     # the 1m-items world's catalogue (full run, --quick)
 PROFILES: dict = {}          # backend -> where one request's time goes (see profile)
 
 
@@ -125,14 +132,17 @@ def synthetic_log(item_ids: np.ndarray, clusters: np.ndarray, users: int, seed: 
     return pd.concat(rows, ignore_index=True)
 
 
-def build_large(work: Path, base: dict, size: int, users: int) -> dict:
-    """The base model grown to `size` items with add_items, saved as a model folder; a synthetic log."""
+def build_large(work: Path, base: dict, size: int, users: int, name: str | None = None,
+                ann_threshold: int | None = None) -> dict:
+    """The base model grown to `size` items with add_items, saved as a model folder; a synthetic log.
+    `ann_threshold`: set on the (base) model, e.g. lower for a --quick world to go through the index."""
     import pandas as pd
 
     from migrec.registry import load_model
     from migrec.serving.bootstrap import write_model_folder
 
-    folder = work / f"{base['name']}-{size // 1000}k"
+    name = name or f"{size // 1000}k"
+    folder = work / f"{base['name']}-{name}"
     meta_file = folder / "world.json"
     if meta_file.exists():
         return json.loads(meta_file.read_text())
@@ -148,6 +158,8 @@ def build_large(work: Path, base: dict, size: int, users: int) -> dict:
     ids = np.array([f"s{i:06d}" for i in range(n_new)], dtype=object)
     clusters = gmm.predict(np.vstack([real, vectors]))
     model.add_items(list(ids), vectors, domains=["movies"] * n_new, encoder=model.encoder_info()["model_id"])
+    if ann_threshold is not None:
+        getattr(model, "base", model).set_params(ann_threshold=ann_threshold)
     grow_seconds = time.perf_counter() - started
     extra = pd.DataFrame({"item_id": ids, "domain": "movies", "title": [f"Synthetic item {i}" for i in range(n_new)],
                           "category": [f"cluster {c}" for c in clusters[len(real):]]})
@@ -157,7 +169,7 @@ def build_large(work: Path, base: dict, size: int, users: int) -> dict:
     all_ids = np.asarray(model.item_ids_, dtype=object)
     events = synthetic_log(all_ids, clusters, users)
     events.to_parquet(folder / "log.parquet", index=False)
-    meta = {"name": f"{size // 1000}k", "model": str(out.resolve()), "log": str((folder / "log.parquet").resolve()),
+    meta = {"name": name, "model": str(out.resolve()), "log": str((folder / "log.parquet").resolve()),
             "train_seconds": base["train_seconds"] + grow_seconds, "grow_seconds": grow_seconds,
             "items": int(len(all_ids)), "events": int(len(events)), "users": users}
     meta_file.write_text(json.dumps(meta, indent=1))
@@ -335,6 +347,20 @@ def recommend_row(server, run_dir, name, users, cfg, explain=False, train_second
     return row
 
 
+def similar_row(server, run_dir, name, items, cfg) -> dict:
+    """GET /items/{id}/similar?k=10 for random catalogue items: open loop at the fixed rate (after a warm-up)."""
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    paths = [f"/items/{i}/similar?k=10" for i in rng.choice(items, 4000)]
+    loadgen(server, {"scenario": "open", "paths": paths[:200], "rate": 20, "count": 100, "workers": 4},
+            run_dir, 120)                                                        # warm-up, not measured
+    log(f"{name}: open loop, {cfg.rate:g} requests/s, {cfg.requests} requests")
+    got = loadgen(server, {"scenario": "open", "paths": paths[200:], "rate": cfg.rate, "count": cfg.requests,
+                           "workers": 16, "seconds": cfg.requests / cfg.rate + 5},
+                  run_dir, cfg.requests / cfg.rate + 600)
+    return measured_row(name, got, ("p50_ms", "p99_ms", "rps", "errors"), ("requests", "max_ms"),
+                        target_rps=cfg.rate, overloaded=bool(got["rps"] < 0.95 * cfg.rate))
+
+
 def measured_row(name: str, got: dict, metrics: tuple, details: tuple, **extra) -> dict:
     """A results row from one load-generator run: the named figures as metrics and details."""
     row = {"model": name, "metrics": {k: got[k] for k in metrics},
@@ -458,6 +484,10 @@ def run_backend(backend: str, worlds: dict, cfg, work: Path) -> list[dict]:
             if world.get("role") == "large":
                 rows.append(recommend_row(server, run_dir, f"recommend-{world['name']}{suffix}", info["users"], cfg,
                                           train_seconds=world["train_seconds"]))
+                if world["name"] == "1m-items":      # above the ANN threshold: explanations and similar too
+                    rows.append(recommend_row(server, run_dir, f"recommend-explain-{world['name']}{suffix}",
+                                              info["users"], cfg, explain=True, train_seconds=world["train_seconds"]))
+                    rows.append(similar_row(server, run_dir, f"similar-{world['name']}{suffix}", info["items"], cfg))
                 continue
             label = world["name"]
             rows.append(recommend_row(server, run_dir, f"recommend-{label}{suffix}", info["users"], cfg,
@@ -523,7 +553,8 @@ def main(argv=None) -> None:
                                                      "runs/serving-quick with --quick)")
     parser.add_argument("--quick", action="store_true", help="small smoke run: ML-100K, 10k items, short runs")
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--worlds", default="base,large", help="base (the real data set), large (the 100k items)")
+    parser.add_argument("--worlds", default="base,large,million",
+                        help="base (the real data set), large (the 100k items), million (the 1m-items world)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rate", type=float, default=50.0, help="requests/s of the fixed-rate runs")
     parser.add_argument("--requests", type=int, default=1500, help="requests per fixed-rate run")
@@ -563,6 +594,10 @@ def main(argv=None) -> None:
     if "large" in cfg.worlds:
         large = build_large(work, base, size, cfg.synthetic_users)
         worlds[large["name"]] = {**large, "role": "large"}
+    if "million" in cfg.worlds:
+        million = build_large(work, base, MILLION_QUICK if cfg.quick else MILLION, cfg.synthetic_users, "1m-items",
+                              ann_threshold=MILLION_QUICK // 2 if cfg.quick else None)
+        worlds[million["name"]] = {**million, "role": "large"}
     if cfg.build_only:
         return
     rows, loads = [], []
