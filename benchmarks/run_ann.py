@@ -141,10 +141,10 @@ def main(argv=None) -> None:
                 "exact = full dot-product scoring; ann = FAISS IVF-Flat (inner product via one extra coordinate), "
                 "nlist ~ 2 sqrt(n), nprobe calibrated at build for recall 0.99 on pseudo queries. "
                 "build_seconds = index build (k-means, add, calibration); peak_rss_mb = process peak RSS "
-                "during the row (the whole process, model and data included). The service p99 target "
-                "(<= 20 ms at 1M on 2 cores) needs the REST service, which does not exist yet. "
-                f"1-minute load average during the run: {min(load):.1f}-{max(load):.1f} on 2 cores "
-                "(other jobs shared the machine, inflating the tails).")
+                "during the row (the whole process, model and data included). The service p99 at 1M items "
+                "(target <= 20 ms on 2 cores) is measured through `migrec serve` by run_serving.py "
+                "(serving.json, rows recommend-1m-items, recommend-explain-1m-items, similar-1m-items). "
+                f"1-minute load average during the run: {min(load):.1f}-{max(load):.1f} on {os.cpu_count()} cores.")
     write_json({"dataset": "ann", "protocol": protocol, "machine": machine_description(),
                 "command": "python benchmarks/run_ann.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                 "rows": rows}, order=[f"{kind}-{label(n)}" for n in args.sizes for kind in ("exact", "ann")])
