@@ -29,7 +29,7 @@ from migrec.transfer import ALL, flag_negative_transfer  # noqa: E402
 from migrec.transfer.run import run_transfer  # noqa: E402
 
 ORDER = ["popularity", "sasrec", "emcdr-mf", "target-only", "transfer-zero-shot", "transfer-adapter",
-         "transfer-full", "transfer-joint", "transfer-mapping"]
+         "transfer-full", "transfer-joint", "transfer-mapping", "transfer-mix"]
 SEGMENTS = ["cold-users", "target-events:1-3", "target-events:4+", "cold-items", "warm-items"]
 
 
@@ -42,7 +42,11 @@ def save(result, dataset: str, command: str, extra_protocol: str = "") -> None:
                 f"leaves rankable; segment keys: the same metrics on "
                 f"cases whose history has 0 target events (cold-users: target events removed from the held-out "
                 f"histories), 1-3 or 4+ target events, or whose target is a held-out item (cold-items). "
-                f"valid:NDCG@10 decides the negative-transfer flag. train_seconds of a transfer regime include its "
+                f"valid:NDCG@10 decides the negative-transfer flag; vs-target-only:NDCG@10 is the regime's test "
+                f"NDCG@10 minus target-only's over the same cases, with a paired 95 % bootstrap interval "
+                f"(:lo95, :hi95; 2000 resamples of the cases). transfer-mix mixes target-only with the other "
+                f"regime of best validation NDCG@10 (mixed_with) at the weight chosen on validation "
+                f"(mix_weight). train_seconds of a transfer regime include its "
                 f"pre-training.{extra_protocol}")
     if skipped:
         protocol += f" Not applicable (no overlapping users): {', '.join(skipped)}."

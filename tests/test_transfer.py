@@ -402,3 +402,66 @@ def test_transfer_command_prints_the_comparison(world, tmp_path, capsys):
     with pytest.raises(SystemExit, match="unknown domain"):
         main(["transfer", "--dataset", "parquet", "--path", str(tmp_path / "world"), "--source", "zz",
               "--target", "b"])
+
+
+# -- the validated mix and paired intervals ---------------------------------------------------
+def test_validated_mix_never_loses_to_its_base_on_validation(world, tmp_path):
+    from migrec.transfer import ValidatedMix
+
+    task = _task(world)
+    bank = ModelBank(task.train, dict(epochs=8, use_id=False, **SMALL)).add_valid(task)
+    base = DomainView(bank.interest(("b",)), task.target_mask, "target-only")
+    other = bank.joint()
+    kw = dict(candidates=task.candidates, beyond=False, segments=False)
+    own = {name: evaluate(m, task.valid, task.train, ks=(10,), **kw).metrics["NDCG@10"]
+           for name, m in (("base", base), ("other", other))}
+    mix = ValidatedMix(base, other, candidates=task.candidates).fit(task.train, task.valid)
+    ndcg = {float(w): v for w, v in mix.valid_ndcg_.items()}
+    assert ndcg[0.0] == pytest.approx(own["base"]) and ndcg[1.0] == pytest.approx(own["other"])
+    assert mix.weight_ == min(w for w, v in ndcg.items() if v == max(ndcg.values()))
+    mixed = evaluate(mix, task.valid, task.train, ks=(10,), **kw).metrics["NDCG@10"]
+    assert mixed == pytest.approx(max(ndcg.values())) and mixed >= own["base"] - 1e-12
+    # the weight is what the scores use: a hand-made mix of the standardised scores ranks alike
+    za, zb = mix._standardised(task.test.histories[:5])
+    by_hand = za if mix.weight_ == 0 else zb if mix.weight_ == 1 else (1 - mix.weight_) * za + mix.weight_ * zb
+    np.testing.assert_allclose(mix.score_histories(task.test.histories[:5]), by_hand, rtol=1e-5)
+    mix.save(tmp_path / "mix")
+    again = load_model(tmp_path / "mix")
+    assert again.weight_ == mix.weight_
+    np.testing.assert_allclose(again.score_histories(task.test.histories), mix.score_histories(task.test.histories))
+    with pytest.raises(ValueError, match="validation cases"):
+        ValidatedMix(base, other).fit(task.train, None)
+    with pytest.raises(ValueError, match="grid must start at 0"):
+        ValidatedMix(base, other, grid=(0.5, 1.0)).fit(task.train, task.valid)
+
+
+def test_experiment_mixes_the_best_regime_and_reports_paired_intervals(world):
+    from migrec.transfer.regimes import paired_difference
+
+    task = _task(world)
+    bank = ModelBank(task.train, dict(epochs=8, use_id=False, **SMALL)).add_valid(task)
+    result = TransferExperiment(task, bank, models=["target-only", "transfer-zero-shot", "transfer-joint",
+                                                    "transfer-mix"], sampled_negatives=10).run()
+    rows = {r["model"]: r for r in result.rows}
+    mix = rows["transfer-mix"]
+    best = max(("transfer-zero-shot", "transfer-joint"), key=lambda n: rows[n]["metrics"]["valid:NDCG@10"])
+    assert mix["mixed_with"] == best and 0.0 <= mix["mix_weight"] <= 1.0
+    assert mix["metrics"]["valid:NDCG@10"] >= rows["target-only"]["metrics"]["valid:NDCG@10"] - 1e-12
+    assert not mix["negative_transfer"]
+    for name in ("transfer-zero-shot", "transfer-joint", "transfer-mix"):
+        m = rows[name]["metrics"]
+        assert m["vs-target-only:NDCG@10"] == pytest.approx(m["NDCG@10"] - rows["target-only"]["metrics"]["NDCG@10"])
+        assert m["vs-target-only:NDCG@10:lo95"] <= m["vs-target-only:NDCG@10"] <= m["vs-target-only:NDCG@10:hi95"]
+    assert "vs-target-only:NDCG@10" not in rows["target-only"]["metrics"]
+    assert "[95 % CI]" in result.to_markdown()
+    # the interval: a constant difference has a zero-width interval; noise around 0 straddles it
+    assert paired_difference([0.5] * 20, [0.25] * 20) == (0.25, 0.25, 0.25)
+    rng = np.random.default_rng(1)
+    a, b = rng.random(400), rng.random(400)
+    diff, lo, hi = paired_difference(a, b, seed=3)
+    assert lo < 0 < hi and diff == pytest.approx((a - b).mean())
+    assert paired_difference(a, b, seed=3) == (diff, lo, hi)          # seeded: repeatable
+    wide = paired_difference(a[:40], b[:40], seed=3)
+    assert wide[2] - wide[1] > hi - lo                                # fewer cases, wider interval
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_difference([1.0, 2.0], [1.0])

@@ -21,6 +21,7 @@ from .models.popularity import Popularity
 from .models.sasrec import SASRec
 from .transfer.domains import DomainView
 from .transfer.emcdr import EMCDRMF
+from .transfer.mix import ValidatedMix
 from .transfer.regimes import MappedUsers
 
 LOADERS = {
@@ -50,7 +51,7 @@ TEXT_MODELS = {"interest-text", "interest-text+id", "multi-interest"}
 # Saved artifact's "registry" field -> class. Only these can be loaded.
 ARTIFACTS: dict[str, type[Recommender]] = {klass.registry: klass for klass in (
     Popularity, ItemKNN, ALS, BPR, SASRec, InterestModel, MultiInterestModel, DomainView, MappedUsers, EMCDRMF,
-    AdaptiveBlend)}
+    AdaptiveBlend, ValidatedMix)}
 
 
 def load_model(path, expect: type | None = None, encoder: str | None = None) -> Recommender:

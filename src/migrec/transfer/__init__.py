@@ -2,9 +2,10 @@
 from .emcdr import EMCDRMF
 from .mapping import EMCDRMapping, PersonalizedBridge
 from .domains import DomainView, TransferTask, item_domains, make_task, restrict, restrict_histories, users_with
+from .mix import ValidatedMix
 from .regimes import ALL, BASELINES, REGIMES, MappedUsers, ModelBank, TransferExperiment, TransferResult, \
-    flag_negative_transfer
+    flag_negative_transfer, paired_difference
 
 __all__ = ["DomainView", "TransferTask", "item_domains", "make_task", "restrict", "restrict_histories",
            "users_with", "ALL", "BASELINES", "REGIMES", "MappedUsers", "ModelBank", "TransferExperiment",
-           "TransferResult", "flag_negative_transfer", "EMCDRMF", "EMCDRMapping", "PersonalizedBridge"]
+           "TransferResult", "flag_negative_transfer", "ValidatedMix", "paired_difference", "EMCDRMF", "EMCDRMapping", "PersonalizedBridge"]

@@ -12,8 +12,12 @@ Regimes (the InterestModel with domain adapters throughout):
   transfer-joint      one model over all domains' mixed sequences
   transfer-mapping    target-only, except users with no target history: their source
                       interest vector is mapped to a target interest vector (EMCDR-style)
+  transfer-mix        target-only's and the best other regime's scores mixed with a weight chosen
+                      on validation (0 = target-only): never below target-only on validation (mix.py)
 Baselines: popularity (target domain), sasrec (ID-only, target-only), emcdr-mf.
-A regime whose validation NDCG@10 is below target-only's is flagged as negative transfer.
+A regime whose validation NDCG@10 is below target-only's is flagged as negative transfer, and
+every regime's test NDCG@10 is compared with target-only's case by case: the mean difference
+with a paired 95 % bootstrap interval (`paired_difference`; the test sets are small).
 Every evaluation follows one history policy, `repeats` ("exclude" by default: every history
 item masked, a repeated target a miss; "allow": nothing masked), named in each row and result.
 """
@@ -37,10 +41,13 @@ from ..data.split import EvalSet
 from .domains import (DomainView, TransferTask, item_domains, restrict, restrict_histories, same_universe,
                       users_with)
 from .mapping import EMCDRMapping, pack_mapping, unpack_mapping
+from .mix import ValidatedMix
 
 log = logging.getLogger(__name__)
 REGIMES = ["target-only", "transfer-zero-shot", "transfer-adapter", "transfer-full", "transfer-joint",
-           "transfer-mapping"]
+           "transfer-mapping", "transfer-mix"]
+MIXED = ("transfer-zero-shot", "transfer-adapter", "transfer-full", "transfer-joint")   # transfer-mix picks one
+BOOTSTRAP = 2000
 BASELINES = ["popularity", "sasrec", "emcdr-mf"]
 ALL = BASELINES + REGIMES
 KS = (1, 5, 10, 50)
@@ -198,12 +205,15 @@ class TransferResult:
 
     def to_markdown(self, columns=("NDCG@10", "HR@10", "sampled:NDCG@10", "sampled:HR@10", "cold-users:NDCG@10",
                                    "cold-items:HR@10", "valid:NDCG@10")) -> str:
-        head = ["model", *columns, "vs target-only", "train s"]
+        head = ["model", *columns, "vs target-only", "test NDCG@10 - target-only [95 % CI]", "train s"]
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
         for r in self.rows:
             m = r["metrics"]
+            diff = m.get("vs-target-only:NDCG@10")
+            paired = "" if diff is None else \
+                f"{diff:+.4f} [{m['vs-target-only:NDCG@10:lo95']:+.4f}, {m['vs-target-only:NDCG@10:hi95']:+.4f}]"
             cells = [r["model"], *(f"{m[c]:.4f}" if m.get(c) is not None else "n/a" for c in columns),
-                     r.get("versus_target_only", ""), f"{r['train_seconds']:.0f}"]
+                     r.get("versus_target_only", ""), paired, f"{r['train_seconds']:.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -254,7 +264,25 @@ class TransferExperiment:
                                                                seed=self.seed).fit(bank.train))
             s2, p2 = bank.cost(("interest", src), ("interest", tgt))
             return scorer, seconds + s2, max(peak, p2)
+        if name == "transfer-mix":
+            return self._mix()
         raise ValueError(name)
+
+    def _mix(self):
+        """target-only mixed with the regime (of MIXED, among those this experiment runs, else all)
+        whose own validation NDCG@10 is best; the weight chosen on validation."""
+        task = self.task
+        names = [n for n in MIXED if n in self.models] or list(MIXED)
+        kw = dict(candidates=task.candidates, beyond=False, segments=False, repeats=self.repeats)
+        valid = {n: evaluate(self.build(n)[0], task.valid, self.bank.train, ks=(10,), **kw).metrics["NDCG@10"]
+                 for n in names}
+        other = max(names, key=lambda n: valid[n])
+        base, s1, p1 = self.build("target-only")
+        model, s2, p2 = self.build(other)
+        mix, s3, p3 = _timed(lambda: ValidatedMix(base, model, candidates=task.candidates, repeats=self.repeats)
+                             .fit(self.bank.train, task.valid))
+        mix.mixed_with_ = other
+        return mix, s1 + s2 + s3, max(p1, p2, p3)
 
     def evaluate(self, scorer) -> dict:
         task, train = self.task, self.bank.train
@@ -265,6 +293,7 @@ class TransferExperiment:
         metrics["sampled:MRR"] = test.metrics.get("sampled:MRR@1000")   # the whole 1000-item list
         metrics["valid:NDCG@10"] = evaluate(scorer, task.valid, train, ks=(10,), **kw).metrics["NDCG@10"]
         ranks = test.per_user["ranks"]
+        metrics["test:per-case-NDCG@10"] = M.accuracy_per_user(ranks, 10)["NDCG"]
         segments = {"cold-items": task.cold_item_cases(), "warm-items": ~task.cold_item_cases()}
         events = task.target_events()
         segments.update({"target-events:1-3": (events >= 1) & (events <= 3), "target-events:4+": events >= 4})
@@ -284,8 +313,18 @@ class TransferExperiment:
         for name in self.models:
             log.info("%s: %s", self.task.name, name)
             scorer, seconds, peak = self.build(name)
-            rows.append({"model": name, "metrics": self.evaluate(scorer), "train_seconds": seconds,
-                         "peak_rss_mb": peak, "repeats": self.repeats})
+            row = {"model": name, "metrics": self.evaluate(scorer), "train_seconds": seconds,
+                   "peak_rss_mb": peak, "repeats": self.repeats}
+            if isinstance(scorer, ValidatedMix):
+                row.update(mix_weight=scorer.weight_, mixed_with=scorer.mixed_with_)
+            rows.append(row)
+        base = next((r["metrics"]["test:per-case-NDCG@10"] for r in rows if r["model"] == "target-only"), None)
+        for r in rows:
+            case = r["metrics"].pop("test:per-case-NDCG@10")
+            if base is not None and r["model"] != "target-only":
+                diff, lo, hi = paired_difference(case, base, reps=BOOTSTRAP, seed=self.seed)
+                r["metrics"].update({"vs-target-only:NDCG@10": diff, "vs-target-only:NDCG@10:lo95": lo,
+                                     "vs-target-only:NDCG@10:hi95": hi})
         return TransferResult(self.task, flag_negative_transfer(rows), repeats=self.repeats)
 
 
@@ -302,6 +341,21 @@ def flag_negative_transfer(rows: list, key: str = "valid:NDCG@10") -> list:
             change = f"{v / ref - 1:+.1%} valid" if ref > 0 else "n/a"
             r["versus_target_only"] = change + (" NEGATIVE TRANSFER" if v < ref else "")
     return rows
+
+
+def paired_difference(a, b, reps: int = BOOTSTRAP, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of a - b over paired cases and its percentile bootstrap interval (cases resampled with
+    replacement, `reps` times, seeded): (difference, low, high)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"paired_difference needs two equal-length non-empty 1-d arrays; got {a.shape} and {b.shape}")
+    d = a - b
+    rng = np.random.default_rng(seed)
+    means = np.concatenate([d[rng.integers(0, len(d), (min(256, reps - lo), len(d)))].mean(axis=1)
+                            for lo in range(0, reps, 256)])
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(d.mean()), float(lo), float(hi)
 
 
 def _concat(parts: list) -> EvalSet | None:
