@@ -2,6 +2,10 @@
 
     python benchmarks/run_adaptation.py --data ../shared/data --datasets ml-100k
     python benchmarks/run_adaptation.py --data ../shared/data --datasets ml-1m-u3k --models interest-text+id,als
+    python benchmarks/run_adaptation.py --datasets ml-100k --models interest-text+id,interest-text+id:alibi
+
+A sequential model name may end in ":alibi": the same model with recency inside its attention
+(`recency=True`: learnt per-head ALiBi slopes), so its rows show how much the blend still adds.
 
 For each base model: fit once (early stopping on validation), then fit the blend around
 it (migration detector calibrated on the training histories' text vectors; the blend
@@ -109,8 +113,13 @@ def run_dataset(name: str, args, command: str) -> list:
     times = event_times(dataset, split)
     rows = []
     for m in args.models:
-        params = ALS if m == "als" else PARAMS[name][m]
-        base = pipeline.build_model(m, **params)
+        kind, _, variant = m.partition(":")
+        if variant not in ("", "alibi"):
+            raise SystemExit(f"unknown model variant {variant!r} in {m!r} (known: alibi)")
+        params = ALS if kind == "als" else dict(PARAMS[name][kind], recency=variant == "alibi")
+        if args.max_train_seconds is not None and kind != "als":
+            params["max_train_seconds"] = args.max_train_seconds
+        base = pipeline.build_model(kind, **params)
         with PeakMemory() as pm:
             base.fit(train, valid)
         t0 = time.perf_counter()
@@ -135,7 +144,8 @@ def run_dataset(name: str, args, command: str) -> list:
         n_after = int(migrated.sum())
         common = {"peak_rss_mb": pm.peak_mb, "n_test": len(test), "n_after_migration": n_after}
         rows.append({"model": f"{name}/{m}", "metrics": {**base_m, **subset_metrics(base_r, migrated,
-                     "after-migration")}, "train_seconds": pm.seconds, **common})
+                     "after-migration")}, "train_seconds": pm.seconds,
+                     "stopped_by": getattr(base, "training_", {}).get("stopped_by"), **common})
         rows.append({"model": f"{name}/{m}+recency", "metrics": {**fixed_m, **subset_metrics(fixed_r, migrated,
                      "after-migration")}, "train_seconds": pm.seconds, "blend_weights": list(fixed.weights_),
                      "valid_NDCG@10": fixed.valid_ndcg_, **common})
@@ -167,6 +177,8 @@ def main(argv=None) -> None:
     parser.add_argument("--short", type=int, default=10)
     parser.add_argument("--recent", type=int, default=10)
     parser.add_argument("--encoder", default="st")
+    parser.add_argument("--max-train-seconds", type=float, default=None,
+                        help="the sequential models' wall-clock safety cap (default: PARAMS'; patience decides)")
     args = parser.parse_args(argv)
     args.models = args.models.split(",")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -37,6 +37,7 @@ from migrec.drift.adaptation import AdaptiveBlend
 from migrec.drift.detection import MigrationDetector
 from migrec.transfer.domains import DomainView, restrict
 from migrec.transfer.emcdr import EMCDRMF
+from migrec.transfer.mix import ValidatedMix
 from migrec.transfer.regimes import MappedUsers
 from migrec.models.base import Recommender
 from migrec.models.interest import InterestModel
@@ -82,6 +83,12 @@ def _fit_mapped(model, split):
     model.source_model.fit(restrict(split.train, model.source_mask))
     model.target_model.fit(restrict(split.train, model.target_mask))
     return model.fit(split.train)
+
+
+def _fit_mix(model, split):
+    model.base.fit(split.train, split.valid)
+    model.other.fit(split.train, split.valid)
+    return model.fit(split.train, split.valid)
 
 
 def _fit(model, split):
@@ -139,6 +146,8 @@ CONTRACT_MODELS: list[Case] = [
          params_to_change={"lr": 0.5}),
     Case("interest-text+id", lambda: InterestModel(use_id=True, experts=2, **SEQ), "topics",
          params_to_change={"lr": 0.5}),
+    Case("interest-text+id:alibi", lambda: InterestModel(use_id=True, experts=2, recency=True, **SEQ), "topics",
+         params_to_change={"lr": 0.5}),
     Case("multi-interest", lambda: MultiInterestModel(n_interests=3, experts=2, **SEQ), "topics",
          params_to_change={"lr": 0.5}),
     Case("multi-interest:mix-forecast", lambda: MultiInterestModel(n_interests=3, mode="mix", mix_weights="forecast",
@@ -156,6 +165,8 @@ CONTRACT_MODELS: list[Case] = [
          params_to_change={"mapping": "linear"}),
     Case("emcdr-mf", lambda: EMCDRMF("a", "b", factors=8, iterations=5, epochs=30, min_overlap=5, threads=1),
          "domains", update=None, params_to_change={"factors": 4}, only_items="b", refit_data="domains-2"),
+    Case("validated-mix", lambda: ValidatedMix(ItemKNN(neighbors=10), ALS(factors=8, iterations=5, threads=1)),
+         "topics", fit=_fit_mix, wraps=True, update=None, params_to_change={"grid": [0.0, 0.5]}),
     Case("adaptive-blend", lambda: AdaptiveBlend(ItemKNN(neighbors=10), short=2, recent=2, min_events=4,
                                                  detector=MigrationDetector(short=2, long=4, min_history=2),
                                                  tune=False, weight_min=0.2, weight_max=0.6),
@@ -163,7 +174,8 @@ CONTRACT_MODELS: list[Case] = [
 ]
 CASES = {c.name: c for c in CONTRACT_MODELS}
 IDS = list(CASES)
-TORCH_MODELS = ["sasrec", "interest-text", "interest-text+id", "multi-interest", "multi-interest:mix-forecast"]
+TORCH_MODELS = ["sasrec", "interest-text", "interest-text+id", "interest-text+id:alibi", "multi-interest",
+                "multi-interest:mix-forecast"]
 
 DATA = {"cycle": cycle_split, "topics": topic_split, "domains": domain_split,
         "domains-2": lambda: domain_split(seed=3)}   # data key -> generator of a Split (add wrappers' data here)

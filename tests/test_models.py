@@ -629,3 +629,28 @@ def test_set_params_names_an_unknown_parameter_and_changes_nothing(name):
         model.set_params(**change, no_such_param=1)
     assert all(k in str(err.value) for k in params)  # the message lists what the model does have
     assert model.get_params() == params              # nothing half-applied
+
+
+def test_recency_attention_is_causal_width_free_and_learns_its_slopes():
+    from migrec.models.transformer import CausalTransformer
+
+    torch.manual_seed(0)
+    net = CausalTransformer(16, 2, 2, 0.0, 20, recency=True)
+    start = torch.nn.functional.softplus(net.slope).detach()
+    assert torch.allclose(start, torch.tensor([2.0 ** -4, 2.0 ** -8]))        # ALiBi's slopes for 2 heads
+    x = torch.randn(3, 10, 16)
+    net.eval()
+    full = net(x)
+    later = x.clone()
+    later[:, 6:] = torch.randn(3, 4, 16)
+    assert torch.allclose(full[:, :6], net(later)[:, :6], atol=1e-5)         # no position reads a later one
+    assert torch.allclose(full[:, :6], net(x[:, :6]), atol=1e-5)             # right padding's width is free
+    plain = CausalTransformer(16, 2, 2, 0.0, 20)
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if k != "slope"})
+    assert not torch.allclose(full, plain.eval()(x), atol=1e-4)              # the bias changes attention
+    net.train()
+    optimiser = torch.optim.SGD(net.parameters(), lr=0.5)
+    loss = (net(x)[:, -1] * torch.randn(3, 16)).sum()
+    loss.backward()
+    optimiser.step()
+    assert net.slope.grad is not None and not torch.allclose(torch.nn.functional.softplus(net.slope).detach(), start)

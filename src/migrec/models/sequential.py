@@ -40,7 +40,7 @@ class SequentialRecommender(Recommender):
                  patience: int = 5, eval_every: int = 1, device: str = "auto", seed: int = 0,
                  progress: bool = True, max_train_seconds: float | None = None, precision: str = "fp32",
                  negatives: int | None = None, softmax_over: str = "all",
-                 ann_threshold: int | None = DEFAULT_THRESHOLD):
+                 ann_threshold: int | None = DEFAULT_THRESHOLD, recency: bool = False):
         self.hidden, self.layers, self.heads, self.dropout = hidden, layers, heads, dropout
         self.max_len, self.epochs, self.batch_size, self.lr = max_len, epochs, batch_size, lr
         self.weight_decay, self.temperature, self.normalize = weight_decay, temperature, normalize
@@ -60,6 +60,8 @@ class SequentialRecommender(Recommender):
         self.softmax_over = softmax_over
         # catalogue size from which recommend answers from a FAISS index (models.retrieval); None = never
         self.ann_threshold = ann_threshold
+        # recency=True: attention leans towards the newest events by learnt per-head slopes (ALiBi)
+        self.recency = recency
 
     # -- subclass hooks -------------------------------------------------------------------
     def _prepare_items(self, train) -> None:
@@ -91,7 +93,8 @@ class SequentialRecommender(Recommender):
         torch.manual_seed(self.seed)
         self.net_ = nn.ModuleDict({
             "item_table": self._build_items(),
-            "transformer": CausalTransformer(self.hidden, self.layers, self.heads, self.dropout, self.max_len),
+            "transformer": CausalTransformer(self.hidden, self.layers, self.heads, self.dropout, self.max_len,
+                                             recency=self.recency),
         })
         self.device_ = resolve_device(self.device)
         self.net_.to(self.device_)

@@ -9,16 +9,24 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 FFN_MULT = 4  # feed-forward width as a multiple of the hidden size
 
 
 class CausalTransformer(nn.Module):
-    """Pre-LN transformer over a right-padded sequence of item vectors, causal attention."""
+    """Pre-LN transformer over a right-padded sequence of item vectors, causal attention.
 
-    def __init__(self, hidden: int, layers: int, heads: int, dropout: float, max_len: int):
+    recency: each head's attention logits fall by a learnt slope x (query position - key position)
+    (ALiBi, Press et al. 2022, with learnt slopes starting at 2^(-8(h+1)/heads)): every position
+    leans towards its newest events, as much as training finds useful (a slope can go to 0)."""
+
+    def __init__(self, hidden: int, layers: int, heads: int, dropout: float, max_len: int, recency: bool = False):
         super().__init__()
         self.heads = heads
+        if recency:
+            start = torch.tensor([2.0 ** (-8.0 * (h + 1) / heads) for h in range(heads)])
+            self.slope = nn.Parameter(torch.log(torch.expm1(start)))      # softplus(slope) = start
         self.position = nn.Embedding(max_len, hidden)
         nn.init.normal_(self.position.weight, std=0.02)
         self.input_norm = nn.LayerNorm(hidden)  # makes training indifferent to the item table's scale
@@ -33,7 +41,13 @@ class CausalTransformer(nn.Module):
         length = x.shape[1]
         h = self.dropout(self.input_norm(x + self.position.weight[:length][None]))
         causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=x.device), 1)
-        return self.norm(self.blocks(h, mask=causal, is_causal=True))
+        if not hasattr(self, "slope"):
+            return self.norm(self.blocks(h, mask=causal, is_causal=True))
+        pos = torch.arange(length, device=x.device)
+        distance = (pos[:, None] - pos[None, :]).clamp(min=0).to(h.dtype)                   # query - key
+        bias = -F.softplus(self.slope).to(h.dtype)[:, None, None] * distance                # [heads, L, L]
+        bias = bias.masked_fill(causal, -torch.inf).repeat(len(x), 1, 1)                    # [B * heads, L, L]
+        return self.norm(self.blocks(h, mask=bias))
 
 
 class IDTable(nn.Module):

@@ -24,13 +24,14 @@ class ValidatedMix(Recommender):
     """Two fitted models over one item universe, mixed with a weight chosen on validation.
 
     Both models are hyper-parameters (nested folders when saved); `candidates` (item indices or
-    None = all) are the items the scores are standardised over and the validation ranks among.
+    None = all) are the items the scores are standardised over and the validation ranks among;
+    `grid`: the weights tried (None: 0, 0.1, ..., 1), 0 among them.
     """
 
     name = "transfer-mix"
     registry = "validated-mix"
 
-    def __init__(self, base: Recommender, other: Recommender, candidates=None, grid=GRID, k: int = 10,
+    def __init__(self, base: Recommender, other: Recommender, candidates=None, grid=None, k: int = 10,
                  repeats: str = "exclude", batch_size: int = 256):
         self.base, self.other, self.candidates = base, other, candidates
         self.grid, self.k, self.repeats, self.batch_size = grid, k, repeats, batch_size
@@ -70,7 +71,7 @@ class ValidatedMix(Recommender):
         """Choose the weight on `valid` (required): NDCG@k of every grid value, ties to the smaller."""
         if valid is None or len(valid) == 0:
             raise ValueError("ValidatedMix needs validation cases (valid=) to choose its weight")
-        grid = sorted(float(w) for w in self.grid)
+        grid = sorted(float(w) for w in (GRID if self.grid is None else self.grid))
         if not grid or grid[0] != 0.0 or grid[-1] > 1.0:
             raise ValueError(f"grid must start at 0 (the base model alone) and stay within [0, 1]; got {self.grid}")
         check_repeats(self.repeats)
