@@ -130,10 +130,12 @@ class Dataset:
         return Dataset(interactions.reset_index(drop=True), self.catalogue, self.name + suffix, dict(self.meta))
 
     # -- Parquet on disk (local paths or any fsspec URL) ---------------------------
-    def to_parquet(self, directory: str) -> None:
+    def to_parquet(self, directory: str, *, storage_options: dict | None = None) -> None:
+        """interactions.parquet + catalogue.parquet in `directory` (local or an fsspec URL;
+        `storage_options` go to fsspec, e.g. s3fs's endpoint_url, key, secret)."""
         import fsspec
 
-        fs, root = fsspec.core.url_to_fs(directory)
+        fs, root = fsspec.core.url_to_fs(str(directory), **(storage_options or {}))
         fs.makedirs(root, exist_ok=True)
         with fs.open(f"{root}/interactions.parquet", "wb") as fh:
             self.interactions.to_parquet(fh, index=False)
@@ -141,10 +143,12 @@ class Dataset:
             self.catalogue.to_parquet(fh, index=False)
 
     @classmethod
-    def from_parquet(cls, directory: str, name: str | None = None) -> "Dataset":
+    def from_parquet(cls, directory: str, name: str | None = None, *,
+                     storage_options: dict | None = None) -> "Dataset":
+        """The Dataset written by `to_parquet` (a missing file or bucket is a DataError naming it)."""
         import fsspec
 
-        fs, root = fsspec.core.url_to_fs(directory)
+        fs, root = fsspec.core.url_to_fs(str(directory), **(storage_options or {}))
         for part in ("interactions", "catalogue"):
             if not fs.exists(f"{root}/{part}.parquet"):
                 raise DataError(f"missing {part}.parquet", file=str(directory))

@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 import numpy as np
 import pandas as pd
 
-from ._records import (BadLines, Field, OnBadLines, check_values, keep_first, keep_known, read_text, split_header,
+from ._records import (BadLines, Field, OnBadLines, check_values, decode, keep_first, keep_known, split_header,
                        tokenise)
 from .schema import (DEFAULT_DOMAIN, DOMAIN, EVENT, ITEM, RATING, TIME, TITLE, USER, DataError, Dataset,
                      make_catalogue, make_interactions)
@@ -35,6 +35,23 @@ def _default_sep(path) -> str:
     return "\t" if suffixes and suffixes[-1] in (".tsv", ".tab") else ","
 
 
+def _open(path, storage_options: dict | None):
+    """An fsspec file opened for reading (local path or URL; compression from the suffix)."""
+    import fsspec
+
+    return fsspec.open(str(path), "rb", compression="infer", **(storage_options or {}))
+
+
+def _read_text(path, encoding: str, storage_options: dict | None) -> str:
+    """The whole text file; a missing file or bucket is a DataError naming the path."""
+    try:
+        with _open(path, storage_options) as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise DataError("file not found", file=str(path)) from None
+    return decode(raw, str(path), encoding)
+
+
 def _missing(file: str, columns: list[str], wanted: Mapping[str, str], unit_line: int | None):
     for role, source in wanted.items():
         if source not in columns:
@@ -52,22 +69,21 @@ class Table:
     file: str
 
 
-def _raw_table(path, wanted: Mapping[str, str], sep: str | None, encoding: str, bad: BadLines):
+def _raw_table(path, wanted: Mapping[str, str], sep: str | None, encoding: str, bad: BadLines,
+               storage_options: dict | None = None):
     """All columns as read (text: strings), with the 1-based line or row of each row."""
     if isinstance(path, pd.DataFrame):
         raw, file, unit = path, "<DataFrame>", "row"
     elif _is_parquet(path):
-        import fsspec
-
         file, unit = str(path), "row"
         try:
-            with fsspec.open(file, "rb") as fh:
+            with _open(file, storage_options) as fh:
                 raw = pd.read_parquet(fh)
         except FileNotFoundError:
             raise DataError("file not found", file=file) from None
     else:
         file, sep = str(path), sep or _default_sep(path)
-        header, body = split_header(read_text(path, encoding))
+        header, body = split_header(_read_text(path, encoding, storage_options))
         columns = next(csv.reader([header], delimiter=sep), []) if header else []
         _missing(file, columns, wanted, 1)
         if len(set(columns)) != len(columns):
@@ -79,18 +95,19 @@ def _raw_table(path, wanted: Mapping[str, str], sep: str | None, encoding: str, 
 
 
 def read_table(path, wanted: Mapping[str, str], kinds: Mapping[str, str], *, sep: str | None, encoding: str,
-               bad: BadLines) -> Table:
+               bad: BadLines, storage_options: dict | None = None) -> Table:
     """Read the columns in `wanted` (role -> source column), checked by `kinds` (role -> kind)."""
-    raw, where, unit, file = _raw_table(path, wanted, sep, encoding, bad)
+    raw, where, unit, file = _raw_table(path, wanted, sep, encoding, bad, storage_options)
     frame = pd.DataFrame({role: raw[source].reset_index(drop=True) for role, source in wanted.items()})
     fields = [Field(role, kinds.get(role, "str")) for role in wanted]
     frame, where = check_values(frame, where, fields, file, bad, unit=unit, labels=dict(wanted))
     return Table(frame, where, unit, file)
 
 
-def _catalogue(source, mapping: Mapping[str, str] | None, sep, encoding, domain: str, bad: BadLines):
+def _catalogue(source, mapping: Mapping[str, str] | None, sep, encoding, domain: str, bad: BadLines,
+               storage_options: dict | None = None):
     if mapping is None:  # the schema's own names, every other column kept as text
-        columns = _columns_of(source, sep, encoding)
+        columns = _columns_of(source, sep, encoding, storage_options)
         mapping = {c: c for c in columns}
         if ITEM not in mapping:
             raise DataError(f"missing column {ITEM!r}; pass catalogue_columns={{'item_id': ...}}",
@@ -100,7 +117,7 @@ def _catalogue(source, mapping: Mapping[str, str] | None, sep, encoding, domain:
     elif ITEM not in mapping:
         raise ValueError("catalogue_columns must map 'item_id' to a column of the catalogue")
     kinds = {ITEM: "token", DOMAIN: "token"}
-    table = read_table(source, mapping, kinds, sep=sep, encoding=encoding, bad=bad)
+    table = read_table(source, mapping, kinds, sep=sep, encoding=encoding, bad=bad, storage_options=storage_options)
     keep = keep_first(table.frame[ITEM], table.where, table.file, mapping[ITEM], bad, table.unit)
     frame = table.frame[keep].reset_index(drop=True)
     text = {c: frame[c] for c in frame.columns if c not in (ITEM, DOMAIN, TITLE)}
@@ -109,17 +126,19 @@ def _catalogue(source, mapping: Mapping[str, str] | None, sep, encoding, domain:
     return make_catalogue(frame[ITEM], titles, domain=doms, **text)
 
 
-def _columns_of(source, sep, encoding) -> list[str]:
+def _columns_of(source, sep, encoding, storage_options: dict | None = None) -> list[str]:
     if isinstance(source, pd.DataFrame):
         return [str(c) for c in source.columns]
     if _is_parquet(source):
-        import fsspec
         import pyarrow.parquet as pq
 
-        with fsspec.open(str(source), "rb") as fh:
-            return list(pq.ParquetFile(fh).schema_arrow.names)
+        try:
+            with _open(source, storage_options) as fh:
+                return list(pq.ParquetFile(fh).schema_arrow.names)
+        except FileNotFoundError:
+            raise DataError("file not found", file=str(source)) from None
     sep = sep or _default_sep(source)
-    header, _ = split_header(read_text(source, encoding))
+    header, _ = split_header(_read_text(source, encoding, storage_options))
     return next(csv.reader([header], delimiter=sep), [])
 
 
@@ -137,9 +156,10 @@ def role_mapping(present, columns: Mapping[str, str] | None, roles, what: str = 
     return dict(columns)
 
 
-def _log_mapping(path, columns: Mapping[str, str] | None, sep, encoding) -> dict:
+def _log_mapping(path, columns: Mapping[str, str] | None, sep, encoding, storage_options: dict | None = None) -> dict:
     """The role -> column mapping, defaulting to the schema names found in the table."""
-    return role_mapping(_columns_of(path, sep, encoding) if columns is None else (), columns, LOG_ROLES)
+    present = _columns_of(path, sep, encoding, storage_options) if columns is None else ()
+    return role_mapping(present, columns, LOG_ROLES)
 
 
 def _minimal_catalogue(log: pd.DataFrame, domain: str) -> pd.DataFrame:
@@ -161,7 +181,8 @@ def _event_domains(log: pd.DataFrame, cat: pd.DataFrame, domain: str):
 def load_table(path, columns: Mapping[str, str] | None = None, catalogue=None,
                catalogue_columns: Mapping[str, str] | None = None, *, sep: str | None = None,
                catalogue_sep: str | None = None, domain: str = DEFAULT_DOMAIN, event: str = "interaction",
-               name: str | None = None, encoding: str = "utf-8", on_bad_lines: OnBadLines = "raise") -> Dataset:
+               name: str | None = None, encoding: str = "utf-8", on_bad_lines: OnBadLines = "raise",
+               storage_options: dict | None = None) -> Dataset:
     """Load an interaction table (CSV/TSV, or Parquet by suffix; fsspec URLs work).
 
     `columns` maps schema names to the table's columns, e.g. {"user_id": "uid",
@@ -172,16 +193,17 @@ def load_table(path, columns: Mapping[str, str] | None = None, catalogue=None,
     "title": ..., other text fields: ...}); without it a minimal catalogue is built
     (title = item id) so every logged item is known. Without a domain column, events
     take their item's catalogue domain (default `domain`). `sep` defaults to tab for
-    .tsv/.tab files and comma otherwise.
+    .tsv/.tab files and comma otherwise. `storage_options` go to fsspec for the table and the
+    catalogue (e.g. s3fs's {"endpoint_url": ..., "key": ..., "secret": ...}).
     """
     bad = BadLines(on_bad_lines)
-    columns = _log_mapping(path, columns, sep, encoding)
-    table = read_table(path, columns, LOG_ROLES, sep=sep, encoding=encoding, bad=bad)
+    columns = _log_mapping(path, columns, sep, encoding, storage_options)
+    table = read_table(path, columns, LOG_ROLES, sep=sep, encoding=encoding, bad=bad, storage_options=storage_options)
     log = table.frame
     if catalogue is None:
         cat = _minimal_catalogue(log, domain)
     else:
-        cat = _catalogue(catalogue, catalogue_columns, catalogue_sep, encoding, domain, bad)
+        cat = _catalogue(catalogue, catalogue_columns, catalogue_sep, encoding, domain, bad, storage_options)
         what = f"the catalogue ({catalogue if not isinstance(catalogue, pd.DataFrame) else 'DataFrame'})"
         keep = keep_known(log[ITEM], table.where, pd.Index(cat[ITEM]), table.file, columns[ITEM], bad, what,
                           table.unit)
