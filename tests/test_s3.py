@@ -139,8 +139,11 @@ def test_prepare_reads_s3_settings_from_the_environment_through_the_command_line
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", options["key"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", options["secret"])
     s3fs.S3FileSystem.clear_instance_cache()
-    main(["prepare", "--engine", "polars", "--path", f"s3://{BUCKET}/log/", "--catalogue",
-          f"s3://{BUCKET}/items.parquet", "--user-k", "5", "--item-k", "5", "--out", f"s3://{BUCKET}/cli/"])
+    try:
+        main(["prepare", "--engine", "polars", "--path", f"s3://{BUCKET}/log/", "--catalogue",
+              f"s3://{BUCKET}/items.parquet", "--user-k", "5", "--item-k", "5", "--out", f"s3://{BUCKET}/cli/"])
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()  # no env-configured instance outlives this test
     assert "split:" in capsys.readouterr().out
     local = ml100k_on_s3["local"]
     prepare(str(local / "log"), str(tmp_path / "p"), catalogue=str(local / "items.parquet"), **PREP)
