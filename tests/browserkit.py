@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,7 +125,9 @@ def render_log(request):
     reported, never asserted: speed is measured by benchmarks/run_dashboard.py)."""
     times: dict[str, list[float]] = {}
     yield times
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
     if times and reporter is not None:
         parts = ", ".join(f"{name} {min(v):.0f}-{max(v):.0f} ms (n={len(v)})" for name, v in times.items())
-        reporter.write_line(f"dashboard render_ms on the small world: {parts}")
+        with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
+            reporter.write_line(f"\ndashboard render_ms on the small world (min-max): {parts}")
