@@ -2,9 +2,12 @@
 `migrec serve` on loopback with the small two-domain world (tests/browserkit.py):
 
 - the user page follows a posted event without a reload: the history's newest row is the posted
-  item, and the recommendations change (the posted item, the old top pick, leaves the list);
-- the interest timeline draws one marker per migration the API reports;
-- rollback on the models page works with an admin key and is refused without one;
+  item, the recommendations change (the posted item, the old top pick, leaves the list) and the
+  interest timeline drawn is the API's new one;
+- the interest timeline draws one marker line per migration the API reports, at its period;
+- rollback on the models page works with an admin key and is refused without one (and with a
+  write key); the button is reached and pressed from the keyboard alone, after the skip link;
+- the search form, typed into and submitted from the keyboard, finds an item by a title word;
 - every page renders (body[data-ready=true]) with its contract elements, matching the JSON API;
 - axe-core finds no serious or critical accessibility violation on any page;
 - nothing overflows horizontally at a phone's width;
@@ -36,6 +39,10 @@ def chart(page, canvas: str) -> dict:
     return page.evaluate("""id => { const c = (window.migrecCharts || {})[id];
         return c ? {type: c.config.type, canvas: c.canvas && c.canvas.id,
                     datasets: c.data.datasets.map(d => d.data.length)} : null; }""", canvas)
+
+
+def timeline_series(page) -> list:
+    return page.evaluate("window.migrecCharts.timeline.data.datasets.map(d => d.data)")
 
 
 def visit(page, url: str, name: str, render_log) -> float:
@@ -128,7 +135,22 @@ def test_rollback_is_refused_without_an_admin_key(dashboard, browser, render_log
     context = open_context(browser)
     page = context.new_page()
     visit(page, dashboard.page_url("models"), "models", render_log)
-    target, text = click_rollback(page)
+    # from the keyboard alone: the skip link first, then Tab through the content to the rollback button
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent.trim()") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    for _ in range(60):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.matches('button.rollback')"):
+            break
+    else:
+        pytest.fail("no rollback button within 60 presses of Tab after the skip link")
+    target = page.evaluate("document.activeElement.closest('tr').dataset.version")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelector('#rollback-status').textContent.trim().length > 0",
+                           timeout=30_000)
+    text = page.locator("#rollback-status").inner_text().strip()
     assert text.startswith("Refused"), text
     assert dashboard.get("/admin/versions")["live"] == versions["live"] != int(target)
     # a write key is not an admin key either
@@ -175,6 +197,8 @@ def test_user_page_follows_a_posted_event_without_reload(dashboard, browser, ren
     history = dashboard.get(f"/users/{user}/history", limit=100000)["events"]
     assert ids(page, "#history tbody tr[data-item-id]")[0] == history[-1]["item_id"]   # newest first
     posted = before[0]                                          # the top pick: consuming it must move the list
+    interests_before, series_before = dashboard.get(f"/users/{user}/interests"), timeline_series(page)
+    assert series_before == [s["shares"] for s in interests_before["timeline"]["series"]]
     page.evaluate("window.__noReload = 'still here'")
     sent = time.perf_counter()
     ack = dashboard.post("/events", {"user_id": user, "item_id": posted})
@@ -193,6 +217,12 @@ def test_user_page_follows_a_posted_event_without_reload(dashboard, browser, ren
     after = ids(page, "#recommendations li[data-item-id]")
     assert posted not in after and after != before
     assert after == [i["item_id"] for i in dashboard.get(f"/users/{user}/recommendations", k=len(after))["items"]]
+    # the interests follow too: the timeline drawn is the API's new one, which counts the posted event
+    interests = dashboard.get(f"/users/{user}/interests")
+    assert interests["events"] == interests_before["events"] + 1
+    assert timeline_series(page) == [s["shares"] for s in interests["timeline"]["series"]]
+    if interests["timeline"]["series"] != interests_before["timeline"]["series"]:
+        assert timeline_series(page) != series_before
     loopback_only(context)
     context.close()
 
@@ -205,6 +235,10 @@ def test_interest_timeline_marks_each_migration(dashboard, browser, render_log, 
     visit(page, dashboard.page_url(f"users/{user}"), "user", render_log)
     timeline = page.locator("canvas#timeline")
     assert int(timeline.get_attribute("data-migrations")) == len(interests["migrations"]) > 0
+    # the markers on the chart itself (annotation lines), one at each migration's period
+    marks = page.evaluate("Object.values(window.migrecCharts.timeline.options.plugins.annotation.annotations)"
+                          ".map(a => [a.type, a.xMin])")
+    assert marks == [["line", m["period"]] for m in interests["migrations"]]
     drawn = chart(page, "timeline")
     assert drawn is not None and drawn["canvas"] == "timeline" and len(drawn["datasets"]) >= 2   # stacked topics
     profile = chart(page, "profile")
