@@ -270,10 +270,19 @@ def test_interests_flag_a_planted_migration_and_not_a_steady_user(live):
     assert 30 <= m["position"] <= 40 and m["before"] == [{"topic": "space", "share": 1.0}]
     assert m["after"][0]["topic"] == "romance" and m["after"][0]["share"] > 0.5
     assert m["timestamp"] == str(np.datetime64(int(moved[m["position"]][2]), "s").astype("datetime64[D]"))
+    # the timeline: 60 events in periods of 2 (40 periods at most); space alone, then romance alone
+    t = got["timeline"]
+    assert t["every"] == 2 and [p["start"] for p in t["periods"]] == list(range(0, 60, 2))
+    series = {s["topic"]: s["shares"] for s in t["series"]}
+    assert set(series) == {"space", "romance"}
+    assert series["space"] == [1.0] * 20 + [0.0] * 10 and series["romance"] == [0.0] * 20 + [1.0] * 10
+    assert m["period"] == m["position"] // 2 and 15 <= m["period"] <= 20
+    assert got["model_interests"] is None                          # not a multi-interest model
     steady = live.interests(walk("movies", "space", 60, seed=11))
     assert steady["migrations"] == [] and steady["long"] == [{"topic": "space", "share": 1.0}]
     assert live.interests([("unknown", "books", T0)]) == {"long": [], "short": [], "migrations": [],
-                                                          "blend_weight": None, "events": 0}
+                                                          "blend_weight": None, "events": 0, "model_interests": None,
+                                                          "timeline": {"every": 1, "periods": [], "series": []}}
 
 
 def test_a_served_blend_uses_its_detector_and_reports_its_weight(blend, split, histories):

@@ -34,9 +34,13 @@ def catalogue_rows(catalogue) -> list[dict]:
 
 
 def store_log(store, interactions, batch: int = 5000, progress: bool = True) -> int:
-    """Append a data set's interaction log to the store in order (timestamps missing -> 0)."""
+    """Append a data set's interaction log to the store in time order (ties and missing timestamps,
+    stored as 0, keep file order): seqs then follow time, so a user's stored history is the
+    chronological one the model was trained on (ML-100K's u.data, for one, is not time-sorted)."""
     frame = interactions[["user_id", "item_id", "domain", "event", "timestamp"]]
     times = np.nan_to_num(frame["timestamp"].to_numpy(dtype=np.float64), nan=0.0)
+    order = np.argsort(times, kind="stable")
+    frame, times = frame.iloc[order], times[order]
     stored = 0
     bar = tqdm(total=len(frame), desc="storing events", unit="ev", disable=not progress)
     for lo in range(0, len(frame), batch):

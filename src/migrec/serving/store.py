@@ -379,6 +379,11 @@ class Store:
                                      [(n, item, day) for (item, day), n in drop.items()])
                 conn.exec_driver_sql("DELETE FROM item_stats WHERE count <= 0")
                 conn.exec_driver_sql(self._sql("DELETE FROM events WHERE user_id = ?"), (user,))
+                if self.kind == "sqlite":
+                    # secure_delete zeroes freed cells, but an index page rebalanced by the delete can keep
+                    # copies of removed keys in its unused space: the events indexes are rebuilt, and their
+                    # old pages freed (and zeroed) in the same transaction
+                    conn.exec_driver_sql("REINDEX events")
         if rows:
             self._scrub()
         return len(rows)

@@ -127,12 +127,14 @@
   // GET /stream read with fetch (EventSource cannot send the API key header); reconnects with backoff
   function stream(query, onMessage) {
     const status = document.getElementById("live");
-    let wait = 1000;
+    let wait = 1000, controller = null, timer = null;
     async function connect() {
       const headers = { Accept: "text/event-stream" };
       if (key()) headers["X-API-Key"] = key();
+      controller = new AbortController();
+      const mine = controller;
       try {
-        const response = await fetch("/stream" + (query ? "?" + query : ""), { headers });
+        const response = await fetch("/stream" + (query ? "?" + query : ""), { headers, signal: mine.signal });
         if (!response.ok) throw new Error("stream answered " + response.status);
         status.textContent = "live"; status.className = "live on";
         wait = 1000;
@@ -155,21 +157,27 @@
           }
         }
       } catch (error) {
+        if (mine.signal.aborted) return;          // a new key: reconnected already
         status.textContent = "live updates paused: " + error.message;
       }
       status.className = "live off";
       if (!status.textContent.startsWith("live updates paused")) status.textContent = "reconnecting…";
-      setTimeout(connect, wait);
+      timer = setTimeout(connect, wait);
       wait = Math.min(wait * 2, 15000);
     }
     connect();
-    document.addEventListener("migrec:key", () => location.reload());
+    document.addEventListener("migrec:key", () => {   // the stream again with the new key; the page stays
+      clearTimeout(timer);
+      controller.abort();
+      wait = 1000;
+      connect();
+    });
   }
 
   // run `load` now and again (at most one at a time; a request while one runs is queued once)
   function refresher(load) {
     let running = null, again = false;
-    return async function refresh() {
+    async function refresh() {
       if (running) { again = true; return running; }
       running = (async () => {
         try { await load(); clearError(); } catch (error) { await libraries; fail(error); }
@@ -178,7 +186,9 @@
       await running;
       running = null;
       if (again) { again = false; await refresh(); }
-    };
+    }
+    document.addEventListener("migrec:key", () => refresh());     // reads may need the new key
+    return refresh;
   }
 
   // update runs (GET /admin/updates), newest first: the overview's and the models page's table

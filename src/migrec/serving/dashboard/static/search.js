@@ -5,6 +5,7 @@
   const form = document.getElementById("search-form");
   const input = document.getElementById("q");
   const note = document.getElementById("search-note");
+  document.getElementById("live").textContent = "";            // search answers on demand: no stream here
 
   const run = refresher(async () => {
     const q = input.value.trim();
