@@ -43,19 +43,38 @@ IDLE = "overview-idle"
 
 def filled_store(work: Path, world: dict) -> tuple[Path, str, dict]:
     """The serve folder (a SQLite store with the world's catalogue, log and model as version 1);
-    built once, then reused: the benchmark only reads it."""
+    built once and reused (the benchmark only reads it) while the code that fills it is unchanged."""
     folder = work / "serve"
     meta_file = folder / "filled.json"
     url = f"sqlite:///{(folder / 'store.db').resolve()}"
+    code = store_code()
     if meta_file.exists():
-        return folder, url, json.loads(meta_file.read_text())
+        meta = json.loads(meta_file.read_text())
+        if meta.get("code") == code:
+            return folder, url, meta
+        log("the store code changed since the store was filled: filling it again")
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("store.db", "store.db-wal", "store.db-shm"):
+    for name in ("store.db", "store.db-wal", "store.db-shm", "filled.json"):
         (folder / name).unlink(missing_ok=True)
     _key, info = fill_store(url, world)
-    meta = {"users": info["users"], "items": info["items"], "counts": info["counts"]}
+    meta = {"code": code, "users": info["users"], "items": info["items"], "counts": info["counts"]}
     meta_file.write_text(json.dumps(meta))
     return folder, url, meta
+
+
+def store_code() -> str:
+    """The last commit of the code that fills the store (and whether it has local changes)."""
+    import subprocess
+
+    files = ["src/migrec/serving/bootstrap.py", "src/migrec/serving/store.py"]
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%H", "--", *files], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", *files], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+local" if dirty else "")
 
 
 def targets(info: dict, catalogue: Path, loads: int, seed: int = 0) -> dict[str, list[str]]:
