@@ -143,3 +143,28 @@ def test_a_posted_item_is_retrievable_at_once_and_the_old_version_is_unchanged(w
     assert ann.recommend(h, k=200, domain="recent") == before and not ann.has_item("posted-1")
     assert "posted-1" not in ids(ann.recommend(h, k=1507))
     assert "posted-1" not in [s["item_id"] for s in ann.similar(cold, k=1506)]
+
+
+def test_calibrate_on_raises_nprobe_until_the_given_queries_reach_the_target():
+    from dataclasses import replace
+
+    from migrec.models.retrieval import build, calibrate_on, search
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((50, 32))
+    rows = centres[rng.integers(0, 50, 20_000)] + 0.3 * rng.standard_normal((20_000, 32))
+    rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    ann = build(rows)                              # nprobe calibrated on pseudo queries (means of item rows)
+
+    def recalls(index, queries):
+        found, _ = search(index, queries, 10, [np.zeros(0, np.int64)] * len(queries))
+        exact = np.argsort(-(queries @ rows.T), axis=1)[:, :10]
+        return np.array([len(set(f) & set(e)) / 10 for f, e in zip(found, exact)])
+
+    pool = rng.standard_normal((2000, 32)).astype(np.float32)
+    hard = pool[recalls(ann, pool) <= 0.8]          # queries the pseudo-calibrated nprobe serves badly
+    assert len(hard) >= 10
+    tuned = calibrate_on(ann, hard, 0.98)
+    assert tuned.index is ann.index and tuned.matrix is ann.matrix and tuned.nprobe > ann.nprobe
+    assert recalls(tuned, hard).mean() >= 0.98 > recalls(replace(tuned, nprobe=tuned.nprobe // 2), hard).mean()
+    assert calibrate_on(tuned, rows[:64], 0.98) is tuned                      # easy queries: unchanged
