@@ -424,9 +424,13 @@ class Store:
 
     def counts(self) -> dict:
         """Of the event log: distinct users, events, distinct items, distinct domains, last seq."""
-        row = self._rows("SELECT COUNT(DISTINCT user_id), COUNT(*), COUNT(DISTINCT item_id), COUNT(DISTINCT domain), "
-                         "max(seq) FROM events")[0]
-        return dict(zip(("users", "events", "items", "domains", "last_seq"), (int(x or 0) for x in row)))
+        # one statement per figure, each answered from an index (one statement over the events table
+        # made three temporary b-trees: 234 ms against 32 ms on 487k events); items and domains come
+        # from the day counts, which hold exactly the (item, domain) pairs of the stored events
+        queries = {"users": "SELECT COUNT(DISTINCT user_id) FROM events", "events": "SELECT COUNT(*) FROM events",
+                   "items": "SELECT COUNT(DISTINCT item_id) FROM item_stats",
+                   "domains": "SELECT COUNT(DISTINCT domain) FROM item_stats", "last_seq": "SELECT max(seq) FROM events"}
+        return {key: int(self._rows(sql)[0][0] or 0) for key, sql in queries.items()}
 
     def users(self, prefix: str = "", limit: int = 50) -> list[str]:
         """User ids starting with `prefix` (case-sensitive), sorted."""
