@@ -27,7 +27,7 @@
     const rows = versions.versions.slice().reverse();
     fill(document.querySelector("#versions tbody"), rows.map((v) => {
       const live = v.version === versions.live;
-      const metrics = Object.entries(v.metrics).filter(([, x]) => x !== null).map(([k, x]) => k + " " + fmt.num(x)).join(", ");
+      const metrics = Object.entries(v.metrics).filter(([, x]) => x !== null).map(([k, x]) => k + " " + (Number.isInteger(x) ? fmt.int(x) : fmt.num(x))).join(", ");
       return el("tr", { "data-version": v.version, "data-live": live ? "true" : "false" },
         el("th", { scope: "row", text: String(v.version) }), el("td", { text: fmt.time(v.created) }),
         el("td", {}, live ? el("strong", { text: "live" }) : v.status),
