@@ -111,6 +111,17 @@ def test_interest_timeline_covers_the_history_and_places_migrations(client):
     assert client.get("/users/nobody-at-all/interests").json()["timeline"]["periods"] == []
 
 
+def test_stream_rejects_bad_input_before_it_streams(client):
+    # the schema fuzzers leave GET /stream out (it never ends): its validation is checked here
+    assert client.get("/stream", params={"user_id": "bad\x01id"}).status_code == 422
+    assert client.get("/stream", params={"user_id": "x" * 300}).status_code == 422
+    client.svc.config.auth_reads = True
+    try:
+        assert client.get("/stream").status_code == 401
+    finally:
+        client.svc.config.auth_reads = False
+
+
 def test_feed_sends_each_user_only_their_own_events():
     async def scenario():
         feed = Feed()

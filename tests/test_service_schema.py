@@ -4,6 +4,8 @@ In process, every operation gets 25 generated requests that fit the schema and 2
 (half of the fitting ones carry real user and item ids, so the model paths run, not only the
 404s); then the schemathesis command line runs all its phases (examples, coverage, fuzzing,
 stateful) against a real server process. Both with an admin key, so writes and admin calls run.
+GET /stream is left out of both: it answers with a stream that lasts as long as the client listens,
+which a request/response fuzzer waits on for ever (its validation is tested in test_dashboard_api).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import servicekit_proc as kit
 from servicekit_proc import ServerProcess
 
 EXAMPLES = 25
+STREAM = "/stream"       # server-sent events: not a request/response operation
 NEVER = 10**9           # --update-min-events: an update run is "skipped" at once (training is tested elsewhere)
 
 
@@ -68,7 +71,7 @@ def test_no_generated_request_gets_a_server_error_in_process(in_process):
     users = [str(u) for u in range(1, 60)]
     statuses: Counter = Counter()
     errors: list = []
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [op for op in (result.ok() for result in schema.get_all_operations()) if op.path != STREAM]
 
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
@@ -141,12 +144,12 @@ def test_schemathesis_finds_no_server_error_on_a_real_server(world, tmp_path):
             [sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json",
              "--checks", "not_a_server_error", "--header", f"X-API-Key: {keys['admin']}",
              "--max-examples", str(EXAMPLES), "--seed", "1", "--generation-database", "none", "--workers", "1",
-             "--no-color"],
+             "--no-color", "--exclude-path", STREAM],
             cwd=tmp_path, capture_output=True, text=True, timeout=900)
     report = run.stdout + run.stderr
     assert run.returncode == 0, report[-6000:]
     selected = re.search(r"Selected: (\d+)/(\d+)", report)
-    assert selected and selected.group(1) == selected.group(2) and int(selected.group(1)) >= 16, report[-3000:]
+    assert selected and int(selected.group(1)) == int(selected.group(2)) - 1 >= 16, report[-3000:]   # all but /stream
     assert f"Tested: {selected.group(1)}" in report
     cases = re.search(r"(\d+) generated, (\d+) passed", report)
     assert cases and cases.group(1) == cases.group(2) and int(cases.group(1)) >= 16 * EXAMPLES, report[-3000:]
