@@ -129,7 +129,7 @@ def test_prepare_from_s3_to_s3_equals_the_local_preparation(s3, ml100k_on_s3, tm
 
 def test_prepare_reads_s3_settings_from_the_environment_through_the_command_line(s3, ml100k_on_s3, tmp_path,
                                                                                   monkeypatch, capsys):
-    """`migrec prepare` has no storage flags: s3fs (botocore) takes the endpoint and keys from AWS_*."""
+    """Without --storage-option flags, s3fs (botocore) takes the endpoint and keys from AWS_*."""
     import s3fs
 
     from migrec.cli import main
@@ -150,6 +150,25 @@ def test_prepare_reads_s3_settings_from_the_environment_through_the_command_line
     a, b = _frames(f"s3://{BUCKET}/cli", options), _frames(str(tmp_path / "p"))
     for table in ("events", "users", "items"):
         pd.testing.assert_frame_equal(a[table], b[table])
+
+
+def test_prepare_takes_storage_options_on_the_command_line(s3, ml100k_on_s3, tmp_path, capsys):
+    from migrec.cli import main
+
+    options = s3["options"]
+    flags = [x for k in ("endpoint_url", "key", "secret") for x in ("--storage-option", f"{k}={options[k]}")]
+    main(["prepare", "--engine", "polars", "--path", f"s3://{BUCKET}/log/", "--catalogue",
+          f"s3://{BUCKET}/items.parquet", "--user-k", "5", "--item-k", "5", "--out", f"s3://{BUCKET}/cli-flags/",
+          *flags])
+    assert "split:" in capsys.readouterr().out
+    local = ml100k_on_s3["local"]
+    prepare(str(local / "log"), str(tmp_path / "p"), catalogue=str(local / "items.parquet"), **PREP)
+    a, b = _frames(f"s3://{BUCKET}/cli-flags", options), _frames(str(tmp_path / "p"))
+    for table in ("events", "users", "items"):
+        pd.testing.assert_frame_equal(a[table], b[table])
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        main(["prepare", "--engine", "polars", "--path", f"s3://{BUCKET}/log/", "--out", str(tmp_path / "x"),
+              "--storage-option", "endpoint_url"])
 
 
 def test_load_table_reads_csv_and_parquet_from_s3(s3, tmp_path):

@@ -18,14 +18,25 @@ DATA_FILE = "data.json"             # in a model folder: which data set the mode
 CATALOGUE_FILE = "catalogue.parquet"  # in a model folder: the items (ids, titles, ...) for printing
 
 
+def storage_options(pairs) -> dict | None:
+    """--storage-option KEY=VALUE pairs as fsspec storage options (None when there are none)."""
+    if not pairs:
+        return None
+    bad = [p for p in pairs if "=" not in p or not p.split("=", 1)[0]]
+    if bad:
+        raise SystemExit(f"--storage-option takes KEY=VALUE, not {bad[0]!r}")
+    return dict(p.split("=", 1) for p in pairs)
+
+
 def cmd_prepare(args) -> None:
+    options = storage_options(args.storage_option)
     if args.engine == "memory":
         from ..data import clean
 
         dataset = load_data(args)
         dataset, report = clean(dataset, user_k=args.user_k, item_k=args.item_k, min_history=args.min_history)
         print(report)
-        dataset.to_parquet(args.out)
+        dataset.to_parquet(args.out, storage_options=options)
         print(f"wrote {args.out}: {dataset.summary()}")
         return
     from ..data import DataError
@@ -40,7 +51,7 @@ def cmd_prepare(args) -> None:
     try:
         result = prepare(args.path, args.out, engine=args.engine, catalogue=args.catalogue, columns=columns,
                          user_k=args.user_k, item_k=args.item_k, min_history=args.min_history, progress=True,
-                         **engine_kw)
+                         storage_options=options, **engine_kw)
     except (DataError, ImportError) as err:
         raise SystemExit(f"migrec prepare: {err}") from None
     print(result.report)
@@ -178,6 +189,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--columns", default=None, help="polars/spark: schema=column pairs, e.g. "
                                                   "user_id=uid,item_id=movie,timestamp=ts")
     p.add_argument("--master", default="local[2]", help="spark: the master URL (default local[2])")
+    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an fsspec storage option for --path, --catalogue and --out URLs (repeatable), e.g. "
+                        "endpoint_url=http://127.0.0.1:9000 key=... secret=... for an S3-compatible store; "
+                        "s3fs also reads AWS_* environment variables")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("encode", help="encode the catalogue's item text (cached on disk)")
