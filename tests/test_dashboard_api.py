@@ -57,6 +57,20 @@ def test_pages_are_served_with_their_assets(client):
     assert "Chart.js v4" in chart[:200]
 
 
+def test_the_dashboard_can_be_left_out(world, tmp_path):
+    import argparse
+
+    from migrec.cli.serve import add_parsers, config_from
+
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers())
+    args = parser.parse_args(["serve", "--data-dir", str(tmp_path / "d"), "--no-dashboard"])
+    assert config_from(args).dashboard is False
+    svc = Service(ServiceConfig(data_dir=str(servicekit.copy_data_dir(world, tmp_path / "svc")), dashboard=False))
+    with TestClient(create_app(service=svc)) as c:
+        assert c.get("/dashboard/").status_code == 404 and c.get("/search", params={"q": "star"}).status_code == 200
+
+
 def test_search_finds_users_by_prefix_and_items_by_title(client):
     found = client.get("/search", params={"q": "star wars"}).json()
     titles = [i["title"] for i in found["items"]]

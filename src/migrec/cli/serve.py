@@ -31,7 +31,7 @@ def config_from(args):
                          encoder=getattr(args, "serve_encoder", None), auth=not getattr(args, "no_auth", False),
                          auth_reads=getattr(args, "auth_reads", False),
                          update_every=getattr(args, "update_every", 0.0), update=policy,
-                         threads=getattr(args, "threads", 1))
+                         threads=getattr(args, "threads", 1), dashboard=not getattr(args, "no_dashboard", False))
 
 
 def open_store(args):
@@ -116,6 +116,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--no-auth", action="store_true", help="no API keys needed (loopback experiments only)")
     p.add_argument("--auth-reads", action="store_true", help="reads need an API key too")
+    p.add_argument("--no-dashboard", action="store_true", help="serve the JSON API only (no /dashboard pages)")
     p.add_argument("--update-every", type=float, default=0.0, help="seconds between background update runs (0: off)")
     p.add_argument("--update-min-events", type=int, default=50)
     p.add_argument("--threads", type=int, default=1, help="torch threads per request")
