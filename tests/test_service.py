@@ -268,3 +268,11 @@ def test_retrain_forgets_a_deleted_user(service):
     assert "p0" not in counts.index
     manifest = json.loads((service.svc.data_dir / "versions" / "v0003" / "manifest.json").read_text())
     assert manifest["training"]["users"] == int((counts >= 3).sum()) == 359
+
+
+def test_an_update_while_another_runs_is_refused_at_once(service):
+    with service.svc.updater.lock:                 # as a running retrain holds it
+        busy = post(service, "/admin/update", None, scope="admin")
+        assert busy.status_code == 409 and "already running" in busy.text
+        assert post(service, "/admin/retrain", None, scope="admin").status_code == 409
+    assert post(service, "/admin/update", None, scope="admin").status_code == 200

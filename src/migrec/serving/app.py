@@ -524,6 +524,8 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
     @app.post("/admin/update", summary="Run one update now: partial_fit, check, swap if not worse")
     def update(x_api_key: ApiKey = None):
         need("admin", x_api_key)
+        if service.updater.lock.locked():       # a retrain or another update holds it: answer now, not later
+            raise HTTPException(409, "an update or retrain is already running")
         return service.update_now()
 
     @app.post("/admin/retrain", status_code=202,
