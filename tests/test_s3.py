@@ -127,6 +127,15 @@ def test_prepare_from_s3_to_s3_equals_the_local_preparation(s3, ml100k_on_s3, tm
     assert sum(len(s) for s in split.train.sequences) == got.split_counts["train"]
 
 
+def _assert_prepared_like_local(url, options, ml100k_on_s3, tmp_path) -> None:
+    """The command line's S3 output equals the same preparation of the local copy, table for table."""
+    local = ml100k_on_s3["local"]
+    prepare(str(local / "log"), str(tmp_path / "p"), catalogue=str(local / "items.parquet"), **PREP)
+    a, b = _frames(url, options), _frames(str(tmp_path / "p"))
+    for table in ("events", "users", "items"):
+        pd.testing.assert_frame_equal(a[table], b[table])
+
+
 def test_prepare_reads_s3_settings_from_the_environment_through_the_command_line(s3, ml100k_on_s3, tmp_path,
                                                                                   monkeypatch, capsys):
     """Without --storage-option flags, s3fs (botocore) takes the endpoint and keys from AWS_*."""
@@ -145,11 +154,7 @@ def test_prepare_reads_s3_settings_from_the_environment_through_the_command_line
     finally:
         s3fs.S3FileSystem.clear_instance_cache()  # no env-configured instance outlives this test
     assert "split:" in capsys.readouterr().out
-    local = ml100k_on_s3["local"]
-    prepare(str(local / "log"), str(tmp_path / "p"), catalogue=str(local / "items.parquet"), **PREP)
-    a, b = _frames(f"s3://{BUCKET}/cli", options), _frames(str(tmp_path / "p"))
-    for table in ("events", "users", "items"):
-        pd.testing.assert_frame_equal(a[table], b[table])
+    _assert_prepared_like_local(f"s3://{BUCKET}/cli", options, ml100k_on_s3, tmp_path)
 
 
 def test_prepare_takes_storage_options_on_the_command_line(s3, ml100k_on_s3, tmp_path, capsys):
@@ -161,11 +166,7 @@ def test_prepare_takes_storage_options_on_the_command_line(s3, ml100k_on_s3, tmp
           f"s3://{BUCKET}/items.parquet", "--user-k", "5", "--item-k", "5", "--out", f"s3://{BUCKET}/cli-flags/",
           *flags])
     assert "split:" in capsys.readouterr().out
-    local = ml100k_on_s3["local"]
-    prepare(str(local / "log"), str(tmp_path / "p"), catalogue=str(local / "items.parquet"), **PREP)
-    a, b = _frames(f"s3://{BUCKET}/cli-flags", options), _frames(str(tmp_path / "p"))
-    for table in ("events", "users", "items"):
-        pd.testing.assert_frame_equal(a[table], b[table])
+    _assert_prepared_like_local(f"s3://{BUCKET}/cli-flags", options, ml100k_on_s3, tmp_path)
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         main(["prepare", "--engine", "polars", "--path", f"s3://{BUCKET}/log/", "--out", str(tmp_path / "x"),
               "--storage-option", "endpoint_url"])

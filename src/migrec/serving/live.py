@@ -155,12 +155,13 @@ class LiveModel:
         if matrix is not None and threshold is not None and len(ids) >= threshold:
             self._ann = self._dot.ann_index() if ann is None else retrieval.update(ann, matrix)
             self._moments = _moments(matrix) if self._dot is not model else None
-            # nprobe also reaches the target recall on the queries this version serves (models.retrieval):
-            # the model's own queries of random histories (1-max_history random items)
-            rng = np.random.default_rng(0)
-            sample = [rng.integers(0, len(ids), int(rng.integers(1, self.max_history + 1)))
-                      for _ in range(ANN_CALIBRATION)]
-            self._ann = retrieval.calibrate_on(self._ann, self._queries(sample)[0], ANN_RECALL)
+            if self._moments is not None:
+                # the model's ann_index is calibrated on its own queries; a blend queries it with other
+                # vectors (its long/short mix), so nprobe also has to reach the target recall on those
+                rng = np.random.default_rng(0)
+                sample = [rng.integers(0, len(ids), int(rng.integers(1, self.max_history + 1)))
+                          for _ in range(ANN_CALIBRATION)]
+                self._ann = retrieval.calibrate_on(self._ann, self._queries(sample)[0], ANN_RECALL)
         matrix = text_vectors if matrix is None else matrix
         norms = None if matrix is None else np.linalg.norm(matrix, axis=1, keepdims=True)
         if self._ann is not None and matrix is self._ann.matrix and np.abs(norms - 1).max() < 1e-4:
