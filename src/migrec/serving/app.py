@@ -544,5 +544,5 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
     if cfg.dashboard:
         from .dashboard import mount_dashboard
 
-        mount_dashboard(app, service)
+        mount_dashboard(app, service, PRINTABLE)
     return app

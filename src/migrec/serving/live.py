@@ -145,7 +145,7 @@ class LiveModel:
         self._titles = catalogue[TITLE].to_numpy(object)
         self._domain_items = {d: np.flatnonzero(self._domains == d) for d in sorted(set(self._domains))}
         self._cold = np.zeros(len(ids), bool) if cold is None else np.asarray(cold, bool)
-        self._search = None
+        self._search = self._names = None       # built at first use (search_items, _model_interests)
         # retrieval (models.retrieval): the dot-product model's item matrix (an AdaptiveBlend's: its
         # base's) and, from the model's `ann_threshold` items on, its FAISS index, built here
         self._dot = model.base if isinstance(model, AdaptiveBlend) else model
@@ -511,10 +511,12 @@ class LiveModel:
         describe = getattr(getattr(self.model, "base", self.model), "describe_interests", None)
         if describe is None:
             return None
-        catalogue = pd.DataFrame({ITEM: self.model.item_ids_, TITLE: self._titles})
-        if "category" in self.catalogue.columns:
-            catalogue["category"] = self.catalogue["category"].to_numpy()
-        found = describe([self.model.item_ids_[i] for i in idx], catalogue)
+        if self._names is None:                 # item_id, title [, category]: built once, then reused (read-only)
+            names = pd.DataFrame({ITEM: self.model.item_ids_, TITLE: self._titles})
+            if "category" in self.catalogue.columns:
+                names["category"] = self.catalogue["category"].to_numpy()
+            self._names = names
+        found = describe([self.model.item_ids_[i] for i in idx], self._names)
         return [{"name": g["name"], "weight": g["weight"], "topics": [{"topic": t, "share": v} for t, v in g["topics"]],
                  "items": g["items"], "suggestions": g["suggestions"]} for g in found]
 

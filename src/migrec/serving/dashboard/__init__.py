@@ -6,7 +6,6 @@ carry no data of their own: every figure comes from the same endpoints an API cl
 the API key the person types (kept in the tab's sessionStorage), and live updates come from
 GET /stream. Why server-rendered shells and no npm build: docs/architecture.md.
 """
-from __future__ import annotations
 
 import hashlib
 from pathlib import Path
@@ -19,7 +18,6 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 HERE = Path(__file__).parent
-PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 PAGES = (("overview", "Overview", "/dashboard/"), ("models", "Models", "/dashboard/models"),
          ("search", "Search", "/dashboard/search"))
 
@@ -44,8 +42,11 @@ def assets_hash() -> str:
     return digest.hexdigest()[:12]
 
 
-def mount_dashboard(app: FastAPI, service, prefix: str = "/dashboard") -> None:
-    """Add the dashboard's pages and static files to the service's app."""
+# no `from __future__ import annotations` here: the routes' path annotations use mount_dashboard's
+# id_pattern, which FastAPI can only read from annotations evaluated where the routes are defined
+def mount_dashboard(app: FastAPI, service, id_pattern: str, prefix: str = "/dashboard") -> None:
+    """Add the dashboard's pages and static files to the service's app; `id_pattern`: the API's
+    pattern for user and item ids in paths."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.mount(f"{prefix}/static", CachedStatic(directory=str(HERE / "static")), name="dashboard-static")
     assets = assets_hash()
@@ -74,11 +75,11 @@ def mount_dashboard(app: FastAPI, service, prefix: str = "/dashboard") -> None:
         return page(request, "search", "Search", q=q[:256])
 
     @app.get(f"{prefix}/users/{{user_id}}", response_class=HTMLResponse, include_in_schema=False)
-    def user(request: Request, user_id: Annotated[str, PathParam(max_length=256, pattern=PRINTABLE)]):
+    def user(request: Request, user_id: Annotated[str, PathParam(max_length=256, pattern=id_pattern)]):
         return page(request, "user", f"User {user_id}", user_id=user_id, domains=service.live.domains())
 
     @app.get(f"{prefix}/items/{{item_id}}", response_class=HTMLResponse, include_in_schema=False)
-    def item(request: Request, item_id: Annotated[str, PathParam(max_length=256, pattern=PRINTABLE)]):
+    def item(request: Request, item_id: Annotated[str, PathParam(max_length=256, pattern=id_pattern)]):
         if not service.live.has_item(item_id):
             return page(request, "missing", "Not found", status=404, what=f"item {item_id}")
         return page(request, "item", f"Item {item_id}", item_id=item_id)
