@@ -72,6 +72,11 @@ class PeakMemory:
         self._t0 = time.perf_counter()
         return self
 
+    @property
+    def peak_so_far_mb(self) -> float:
+        """The peak the sampler has seen so far (readable inside the block, e.g. for progress)."""
+        return self._peak
+
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
             rss = _rss_mb()
