@@ -120,7 +120,7 @@ class MultiInterestModel(InterestModel):
         """sim(V_k, e_i) / temperature for interests v [..., K, d] and rows items [..., N, d] -> [..., K, N]."""
         if self.normalize:
             v, items = F.normalize(v, dim=-1), F.normalize(items, dim=-1)
-        return v @ items.transpose(-1, -2) / self.temperature
+        return (v if self.temperature == 1 else v / self.temperature) @ items.transpose(-1, -2)
 
     def similarity(self, interest, items):
         if interest.dim() == 3:                              # [n, K, d]: every item by its best interest

@@ -123,9 +123,15 @@ class SequentialRecommender(Recommender):
         return self.similarity(interest, table[1:])
 
     def similarity(self, interest: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        query, items = self.factors(interest, items)
+        return query @ items.T
+
+    def factors(self, interest: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q, w) with similarity(interest, items) = q @ w.T for interest vectors [n, H]; the trainer's
+        fused loss uses them. The temperature divides the [n, H] queries, not the [n, items] logits."""
         if self.normalize:
             interest, items = F.normalize(interest, dim=-1), self.unit_rows(items)
-        return interest @ items.T / self.temperature
+        return (interest if self.temperature == 1 else interest / self.temperature), items
 
     def unit_rows(self, items: torch.Tensor) -> torch.Tensor:
         """Unit-length `items`; at inference the inference table's rows are normalised once, not per call."""

@@ -170,11 +170,58 @@ class _Objective(nn.Module):
             else:
                 table = m.net_["item_table"]()
                 queries = m.training_queries(table[seq], keep, table[target[keep]])
-                logits, labels = m.logits(queries, table), target[keep] - 1
+                labels = target[keep] - 1
+                if queries.dim() == 2:       # one query per target: the fused loss, logits never whole
+                    return fused_cross_entropy(*m.factors(queries, table[1:]), labels, t.excluded)
+                logits = m.logits(queries, table)
         logits = logits.float()
         if t.excluded is not None and not m.negatives:
             logits = logits + t.excluded
         return F.cross_entropy(logits, labels, reduction="sum")
+
+
+class _FusedCrossEntropy(torch.autograd.Function):
+    """sum_i CE(q_i @ w.T + bias, label_i), and its gradients, a block of rows at a time.
+
+    The [n, items] logits, their softmax and its gradient (the largest tensors of a training step,
+    three to five copies of 4 * n * items bytes) never exist whole: each block's gradients are
+    formed in the forward pass (as fused linear cross-entropy kernels do) and backward scales them.
+    Same matmuls as autograd's; peak memory is a block's, not the batch's.
+    """
+
+    @staticmethod
+    def forward(ctx, q, w, labels, bias, rows):
+        grad_q = torch.empty(q.shape, dtype=torch.float32, device=q.device)
+        grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
+        total = torch.zeros((), dtype=torch.float32, device=q.device)
+        for start in range(0, len(q), rows):
+            qb, yb = q[start:start + rows], labels[start:start + rows]
+            logits = (qb @ w.T).float()
+            if bias is not None:
+                logits += bias
+            lse = torch.logsumexp(logits, 1)
+            at = torch.arange(len(yb), device=q.device)
+            total += (lse - logits[at, yb]).sum()
+            grad = logits.sub_(lse[:, None]).exp_()                # softmax, in place
+            grad[at, yb] -= 1.0
+            grad = grad.to(w.dtype)
+            grad_q[start:start + rows] = grad @ w
+            grad_w += grad.T @ qb
+        ctx.save_for_backward(grad_q, grad_w)
+        ctx.dtypes = (q.dtype, w.dtype)
+        return total
+
+    @staticmethod
+    def backward(ctx, upstream):
+        grad_q, grad_w = ctx.saved_tensors
+        return (grad_q * upstream).to(ctx.dtypes[0]), (grad_w * upstream).to(ctx.dtypes[1]), None, None, None
+
+
+def fused_cross_entropy(q, w, labels, bias=None, block_bytes: int = 2 ** 26):
+    """Summed softmax cross-entropy of logits q @ w.T (+ bias, e.g. -inf on excluded items) against
+    `labels`, without holding the logits: blocks of rows of about `block_bytes` of logits each."""
+    rows = max(64, block_bytes // (4 * max(len(w), 1)))
+    return _FusedCrossEntropy.apply(q, w, labels, bias, rows)
 
 
 class SequenceTrainer:
@@ -197,7 +244,7 @@ class SequenceTrainer:
         if self.world > 1 and self.rank > 0:
             torch.manual_seed(m.seed + 100_003 * self.rank)   # own dropout masks per rank
         with self._only(trainable) as params:
-            opt = torch.optim.AdamW(params, lr=m.lr, weight_decay=m.weight_decay)
+            opt = torch.optim.AdamW(params, lr=m.lr, weight_decay=m.weight_decay, fused=True)
             rng = np.random.default_rng(m.seed)
             self._loop(windows, self._step(), opt, rng, train, valid)
         return m
