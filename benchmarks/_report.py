@@ -19,7 +19,9 @@ COLUMNS = ["NDCG@10", "HR@10", "MRR@10", "Recall@10", "NDCG@50", "Recall@50",
            "cold-users:NDCG@10", "cold-items:HR@10",
            "coverage@10", "diversity@10", "novelty@10",
            "F1", "precision", "recall", "median_delay", "false_alarm_rate",
-           "log_likelihood", "KL", "NDCG@10:after-migration", "HR@10:after-migration", "update_seconds"]
+           "log_likelihood", "KL", "NDCG@10:after-migration", "HR@10:after-migration", "update_seconds",
+           "seconds_to_converged", "epochs_to_converged", "best_valid_NDCG@10", "seconds_per_epoch",
+           "recbole_seconds_per_epoch"]
 MAX_COLUMNS = 10
 
 INTRO = [
@@ -48,9 +50,11 @@ def write_json(payload: dict, order: list[str] | None = None, finalize=None) -> 
     new = {r["model"] for r in payload["rows"]}
     kept = [r for r in previous["rows"] if r["model"] not in new] if previous else []
     rows = kept + payload["rows"]
-    if kept and previous.get("command") and previous["command"] not in payload["command"]:
-        # the kept rows came from an earlier command: name both
-        payload = {**payload, "command": f"{previous['command']} ; then {payload['command']}"}
+    if kept and previous.get("command"):
+        # the kept rows came from earlier commands: name them all, each once
+        parts = previous["command"].split(" ; then ")
+        parts = [c for c in parts if c != payload["command"]] + [payload["command"]]
+        payload = {**payload, "command": " ; then ".join(parts)}
     if finalize is not None:
         rows = finalize(rows)
     if order:

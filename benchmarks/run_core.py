@@ -30,9 +30,9 @@ ALL_MODELS = ["popularity", "itemknn", "als", "bpr", "sasrec", "interest-text", 
 
 # Hyper-parameters per data set; sequential models stop early on validation NDCG@10.
 _SEQ_100K = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.5, lr=2e-3, batch_size=128,
-                 epochs=200, patience=5, precision="auto", progress=False, max_train_seconds=240)
+                 epochs=200, patience=5, precision="auto", progress=False, max_train_seconds=1200)
 _SEQ_1M = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.2, lr=2e-3, batch_size=128,
-               epochs=200, patience=3, precision="auto", progress=False, max_train_seconds=840)
+               epochs=200, patience=3, precision="auto", progress=False, max_train_seconds=3600)
 PARAMS = {
     "ml-100k": {"sasrec": _SEQ_100K, "interest-text": _SEQ_100K, "interest-text+id": _SEQ_100K,
                 "als": dict(factors=64, regularization=0.05, alpha=10.0), "itemknn": dict(neighbors=100)},
@@ -93,7 +93,7 @@ def main(argv=None) -> None:
     parser.add_argument("--models", default=",".join(ALL_MODELS))
     parser.add_argument("--encoder", default="st")
     parser.add_argument("--max-train-seconds", type=float, default=None,
-                        help="safety cap per sequential model (default: the data set's own, 240 s / 840 s)")
+                        help="safety cap per sequential model (default: the data set's own, 1200 s / 3600 s)")
     parser.add_argument("--repeats", default="exclude", choices=REPEATS,
                         help="history policy: exclude (every history item masked, a repeated target is a miss) "
                              "or allow (nothing masked)")
