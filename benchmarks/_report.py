@@ -21,7 +21,7 @@ COLUMNS = ["NDCG@10", "HR@10", "MRR@10", "Recall@10", "NDCG@50", "Recall@50",
            "F1", "precision", "recall", "median_delay", "false_alarm_rate",
            "log_likelihood", "KL", "NDCG@10:after-migration", "HR@10:after-migration", "update_seconds",
            "seconds_to_converged", "epochs_to_converged", "best_valid_NDCG@10", "seconds_per_epoch",
-           "recbole_seconds_per_epoch"]
+           "recbole_seconds_per_epoch", "GFLOP_per_epoch", "achieved_GFLOP/s", "share_of_matmul_rate"]
 MAX_COLUMNS = 10
 
 INTRO = [

@@ -70,6 +70,41 @@ def run(name: str, data: Path, models: list[str], encoder: str, cap: float | Non
     return rows
 
 
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """The machine's achievable fp32 matmul rate (GFLOP/s, torch's threads): the ceiling for training."""
+    import time
+
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def measure_flops(name: str, data: Path, model_name: str, encoder: str) -> dict:
+    """FLOPs of one training epoch (forward + backward, torch's FlopCounterMode) and the rate one
+    uncounted epoch achieves, against the machine's matmul rate."""
+    import time
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    split = pipeline.prepare_split(run_core.load(name, data), encoder=encoder)
+    params = {**run_core.PARAMS[name][model_name], "epochs": 1, "max_train_seconds": None}
+    started = time.perf_counter()
+    MODELS[model_name](**params).fit(split.train)
+    seconds = time.perf_counter() - started
+    with FlopCounterMode(display=False) as counter:
+        MODELS[model_name](**params).fit(split.train)
+    flops = counter.get_total_flops()
+    peak = matmul_gflops()
+    return {"GFLOP_per_epoch": round(flops / 1e9, 1), "train_epoch_seconds": round(seconds, 2),
+            "achieved_GFLOP/s": round(flops / seconds / 1e9, 1), "matmul_GFLOP/s": round(peak, 1),
+            "share_of_matmul_rate": round(flops / seconds / 1e9 / peak, 3)}
+
+
 def chart(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -103,7 +138,22 @@ def main(argv=None) -> None:
     p.add_argument("--models", default=",".join(MODELS_RUN))
     p.add_argument("--encoder", default="st")
     p.add_argument("--max-train-seconds", type=float, default=None, help="safety cap (default: run_core's)")
+    p.add_argument("--flops", action="store_true",
+                   help="add FLOPs per epoch and the achieved rate to the rows already written (no re-run)")
     args = p.parse_args(argv)
+    if args.flops:
+        path = _report.RESULTS / "time-to-quality.json"
+        payload = _report.read(path)
+        for row in payload["rows"]:
+            name, model_name = row["model"].split("/")
+            if name in args.datasets and model_name in args.models.split(","):
+                row["metrics"].update(measure_flops(name, Path(args.data), model_name, args.encoder))
+                print(row["model"], row["metrics"], flush=True)
+        command = "python benchmarks/run_time_to_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        payload["command"] = f"{payload['command']} ; then {command}"
+        _report.write_json(payload)
+        _report.write_results_md()
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = "python benchmarks/run_time_to_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
     rows = []

@@ -96,3 +96,18 @@ def test_written_out_layers_equal_torch_encoder(recency):
     fresh = CausalTransformer(32, 2, 2, 0.3, 50, recency=recency)
     fresh.load_state_dict(net.state_dict())
     np.testing.assert_allclose(fresh.eval()(x).detach().numpy(), ref.numpy(), atol=1e-5)
+
+
+def test_fused_cross_entropy_with_several_queries_scores_each_item_by_its_best():
+    """q [n, K, H]: logits max_k q_k @ w.T, the gradient of each item to the query that scored it."""
+    torch.manual_seed(2)
+    q = torch.randn(300, 4, 8, requires_grad=True)
+    w = torch.randn(120, 8, requires_grad=True)
+    labels = torch.randint(0, 120, (300,))
+    ref = F.cross_entropy((q @ w.T).amax(1), labels, reduction="sum")
+    ref_q, ref_w = torch.autograd.grad(ref, (q, w))
+    got = fused_cross_entropy(q, w, labels, block_bytes=4 * 120 * 4 * 50)     # blocks of 50 rows
+    got_q, got_w = torch.autograd.grad(got, (q, w))
+    assert float(got.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
+    torch.testing.assert_close(got_q, ref_q, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got_w, ref_w, atol=1e-4, rtol=1e-4)

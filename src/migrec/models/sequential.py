@@ -112,7 +112,8 @@ class SequentialRecommender(Recommender):
     def training_queries(self, x: torch.Tensor, keep: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Training: the query vector of each kept position ([n_keep, H]) of the right-padded item
         vectors x [B, L, H]; `targets` [n_keep, H] (the positions' target rows) is there for a model
-        that picks one of several interests per target (models.multi_interest)."""
+        that picks one of several interests per target (models.multi_interest). A model may return
+        several queries per position ([n_keep, K, H]): the trainer scores each item by the best one."""
         return self.net_["transformer"](x)[keep]
 
     def states_scores(self, states: torch.Tensor, table: torch.Tensor) -> torch.Tensor:

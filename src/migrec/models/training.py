@@ -171,22 +171,20 @@ class _Objective(nn.Module):
                 table = m.net_["item_table"]()
                 queries = m.training_queries(table[seq], keep, table[target[keep]])
                 labels = target[keep] - 1
-                if queries.dim() == 2:       # one query per target: the fused loss, logits never whole
-                    return fused_cross_entropy(*m.factors(queries, table[1:]), labels, t.excluded)
-                logits = m.logits(queries, table)
-        logits = logits.float()
-        if t.excluded is not None and not m.negatives:
-            logits = logits + t.excluded
-        return F.cross_entropy(logits, labels, reduction="sum")
+                # the fused loss: logits never whole (queries [n, H], or [n, K, H] scored by the best)
+                return fused_cross_entropy(*m.factors(queries, table[1:]), labels, t.excluded)
+        return F.cross_entropy(logits.float(), labels, reduction="sum")
 
 
 class _FusedCrossEntropy(torch.autograd.Function):
-    """sum_i CE(q_i @ w.T + bias, label_i), and its gradients, a block of rows at a time.
+    """sum_i CE(logits_i + bias, label_i), and its gradients, a block of rows at a time, where
+    logits_i = q_i @ w.T for queries q [n, H], or max_k q_ik @ w.T for several per row [n, K, H]
+    (each item scored by its best query, as a multi-interest model trains).
 
     The [n, items] logits, their softmax and its gradient (the largest tensors of a training step,
-    three to five copies of 4 * n * items bytes) never exist whole: each block's gradients are
-    formed in the forward pass (as fused linear cross-entropy kernels do) and backward scales them.
-    Same matmuls as autograd's; peak memory is a block's, not the batch's.
+    three to five copies of 4 * n * items bytes, K times more for several queries) never exist whole:
+    each block's gradients are formed in the forward pass (as fused linear cross-entropy kernels do)
+    and backward scales them. Same matmuls as autograd's; peak memory is a block's, not the batch's.
     """
 
     @staticmethod
@@ -196,7 +194,10 @@ class _FusedCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=q.device)
         for start in range(0, len(q), rows):
             qb, yb = q[start:start + rows], labels[start:start + rows]
-            logits = (qb @ w.T).float()
+            if q.dim() == 2:
+                logits = (qb @ w.T).float()
+            else:
+                logits, best = (qb @ w.T).float().max(1)            # [b, K, items] -> [b, items]
             if bias is not None:
                 logits += bias
             lse = torch.logsumexp(logits, 1)
@@ -204,9 +205,15 @@ class _FusedCrossEntropy(torch.autograd.Function):
             total += (lse - logits[at, yb]).sum()
             grad = logits.sub_(lse[:, None]).exp_()                # softmax, in place
             grad[at, yb] -= 1.0
-            grad = grad.to(w.dtype)
-            grad_q[start:start + rows] = grad @ w
-            grad_w += grad.T @ qb
+            if q.dim() == 2:
+                grad = grad.to(w.dtype)
+                grad_q[start:start + rows] = grad @ w
+                grad_w += grad.T @ qb
+            else:                  # each item's gradient goes to the query that scored it
+                for k in range(q.shape[1]):
+                    part = torch.where(best == k, grad, 0.0).to(w.dtype)
+                    grad_q[start:start + rows, k] = part @ w
+                    grad_w += part.T @ qb[:, k]
         ctx.save_for_backward(grad_q, grad_w)
         ctx.dtypes = (q.dtype, w.dtype)
         return total
@@ -218,9 +225,11 @@ class _FusedCrossEntropy(torch.autograd.Function):
 
 
 def fused_cross_entropy(q, w, labels, bias=None, block_bytes: int = 2 ** 26):
-    """Summed softmax cross-entropy of logits q @ w.T (+ bias, e.g. -inf on excluded items) against
-    `labels`, without holding the logits: blocks of rows of about `block_bytes` of logits each."""
-    rows = max(64, block_bytes // (4 * max(len(w), 1)))
+    """Summed softmax cross-entropy of logits q @ w.T (q [n, H]; or [n, K, H] scored by the best of
+    the K) plus `bias` (e.g. -inf on excluded items) against `labels`, without holding the logits:
+    blocks of rows of about `block_bytes` of logits each."""
+    per_row = 4 * max(len(w), 1) * (q.shape[1] if q.dim() == 3 else 1)
+    rows = max(16, block_bytes // per_row)
     return _FusedCrossEntropy.apply(q, w, labels, bias, rows)
 
 
