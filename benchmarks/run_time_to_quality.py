@@ -41,13 +41,16 @@ def converged_at(curve: list[dict], within: float = WITHIN) -> tuple[float, int]
     return first["seconds"], first["epoch"]
 
 
-def run(name: str, data: Path, models: list[str], encoder: str, cap: float | None) -> list[dict]:
+def run(name: str, data: Path, models: list[str], encoder: str, cap: float | None,
+        patience: int | None = None) -> list[dict]:
     split = pipeline.prepare_split(run_core.load(name, data), encoder=encoder)
     rows = []
     for model_name in models:
         params = dict(run_core.PARAMS[name][model_name])
         if cap is not None:
             params["max_train_seconds"] = cap
+        if patience is not None:
+            params["patience"] = patience
         model = MODELS[model_name](**params)
         with PeakMemory() as mem:
             model.fit(split.train, split.valid)
@@ -138,6 +141,8 @@ def main(argv=None) -> None:
     p.add_argument("--models", default=",".join(MODELS_RUN))
     p.add_argument("--encoder", default="st")
     p.add_argument("--max-train-seconds", type=float, default=None, help="safety cap (default: run_core's)")
+    p.add_argument("--patience", type=int, default=None, help="epochs without a better validation score before "
+                   "stopping (default: run_core's)")
     p.add_argument("--flops", action="store_true",
                    help="add FLOPs per epoch and the achieved rate to the rows already written (no re-run)")
     args = p.parse_args(argv)
@@ -158,7 +163,8 @@ def main(argv=None) -> None:
     command = "python benchmarks/run_time_to_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
     rows = []
     for name in args.datasets:
-        rows += run(name, Path(args.data), args.models.split(","), args.encoder, args.max_train_seconds)
+        rows += run(name, Path(args.data), args.models.split(","), args.encoder, args.max_train_seconds,
+                    args.patience)
     protocol = (f"sequential models with run_core's hyper-parameters, early stopping on validation NDCG@10 "
                 f"(patience; the wall-clock cap is a safety cap, `stopped_by` says which ended a run); "
                 f"seconds_to_converged = wall seconds (validation included) until validation NDCG@10 first came "
