@@ -112,8 +112,13 @@ def test_explanations_are_the_models_own_score_changes(service):
     answer = recommend(service, "2", explain="true", k=3)
     live = service.svc.live
     history = [e["item_id"] for e in service.get("/users/2/history", params={"limit": 200}).json()["events"]]
+    assert any(item["because"] for item in answer["items"]), answer
     for item in answer["items"]:
-        assert item["because"], item
+        if not item["because"]:          # honest only if no event of the window raises the item's score
+            window = range(max(len(history) - live.explain_window, 0), len(history))
+            rows = [history] + [history[:j] + history[j + 1:] for j in window]
+            scores = live.model.score(rows, [item["item_id"]])[:, 0]
+            assert (scores[0] - scores[1:] <= 1e-4).all(), item
         for reason in item["because"]:
             assert reason["weight"] > 0
             without = list(history)
@@ -233,7 +238,9 @@ def test_update_learns_swaps_and_rollback_restores(service):
 
 def test_a_worse_candidate_is_rejected_and_kept(service):
     post(service, "/events", {"events": pair_events(service, 120)})
+    service.svc.updater.policy.epochs = 3     # one epoch left the pairs half-learnt for some seeds (NDCG@10 0.0-0.03)
     assert post(service, "/admin/update", {}, scope="admin").json()["decision"] == "swapped"   # knows the pairs
+    service.svc.updater.policy.epochs = 1
     service.svc.updater.policy.lr = 3.0                     # a learning rate that wrecks the weights
     post(service, "/events", {"events": pair_events(service, 120, prefix="q", seed=1)})
     record = post(service, "/admin/update", {}, scope="admin").json()
