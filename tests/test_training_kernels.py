@@ -47,7 +47,7 @@ def test_fused_cross_entropy_trains_like_the_plain_loss():
             opt.zero_grad()
             loss.backward()
             opt.step()
-        ends.append((q.detach(), w.detach(), float(loss)))
+        ends.append((q.detach(), w.detach(), float(loss.detach())))
     torch.testing.assert_close(ends[0][0], ends[1][0], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(ends[0][1], ends[1][1], atol=1e-4, rtol=1e-4)
 
