@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -75,8 +76,6 @@ def run(name: str, data: Path, models: list[str], encoder: str, cap: float | Non
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     """The machine's achievable fp32 matmul rate (GFLOP/s, torch's threads): the ceiling for training."""
-    import time
-
     import torch
 
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -90,8 +89,6 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
 def measure_flops(name: str, data: Path, model_name: str, encoder: str) -> dict:
     """FLOPs of one training epoch (forward + backward, torch's FlopCounterMode) and the rate one
     uncounted epoch achieves, against the machine's matmul rate."""
-    import time
-
     from torch.utils.flop_counter import FlopCounterMode
 
     split = pipeline.prepare_split(run_core.load(name, data), encoder=encoder)
@@ -173,8 +170,7 @@ def main(argv=None) -> None:
                 f"epoch on the same machine kind (1 thread), for scale")
     out = _report.write_json({"dataset": "time-to-quality", "protocol": protocol, "machine": machine_description(),
                               "command": command, "rows": rows},
-                             order=[f"{d}/{m}" for d in run_core.PARAMS for m in MODELS_RUN],
-                             finalize=None)
+                             order=[f"{d}/{m}" for d in run_core.PARAMS for m in MODELS_RUN])
     chart(_report.read(out)["rows"], out.with_suffix(".png"))
     _report.write_results_md()
     print(f"wrote {out}")

@@ -118,9 +118,8 @@ class MultiInterestModel(InterestModel):
 
     def _sims(self, v: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """sim(V_k, e_i) / temperature for interests v [..., K, d] and rows items [..., N, d] -> [..., K, N]."""
-        if self.normalize:
-            v, items = F.normalize(v, dim=-1), F.normalize(items, dim=-1)
-        return (v if self.temperature == 1 else v / self.temperature) @ items.transpose(-1, -2)
+        query, items = self.factors(v, items)
+        return query @ items.transpose(-1, -2)
 
     def similarity(self, interest, items):
         if interest.dim() == 3:                              # [n, K, d]: every item by its best interest

@@ -253,7 +253,7 @@ class SequenceTrainer:
         if self.world > 1 and self.rank > 0:
             torch.manual_seed(m.seed + 100_003 * self.rank)   # own dropout masks per rank
         with self._only(trainable) as params:
-            opt = torch.optim.AdamW(params, lr=m.lr, weight_decay=m.weight_decay, fused=True)
+            opt = self._optimizer(params, m.lr)
             rng = np.random.default_rng(m.seed)
             self._loop(windows, self._step(), opt, rng, train, valid)
         return m
@@ -271,7 +271,7 @@ class SequenceTrainer:
         # dropout draws from torch's generator: seed it from rng (and leave the global stream as it was)
         with self._only(trainable) as params, torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.integers(2 ** 31)) + 100_003 * self.rank)
-            opt = torch.optim.AdamW(params, lr=m.lr if lr is None else lr, weight_decay=m.weight_decay)
+            opt = self._optimizer(params, m.lr if lr is None else lr)
             step = self._step()
             try:
                 for _ in range(epochs):
@@ -294,6 +294,10 @@ class SequenceTrainer:
         def __exit__(self, *exc):
             for p in self.net.parameters():
                 p.requires_grad_(True)
+
+    def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
+        """AdamW, fused (one kernel per step for all parameters instead of a few ops per tensor)."""
+        return torch.optim.AdamW(params, lr=lr, weight_decay=self.model.weight_decay, fused=True)
 
     def _only(self, trainable: str):
         return self._Only(self.model.net_, self.model.trainable_groups(trainable))

@@ -33,7 +33,7 @@ from .feed import Feed, sse
 from .live import LiveModel
 from .metrics import ServiceMetrics
 from .store import Store, StoreError
-from .updater import Updater, UpdatePolicy
+from .updater import UpdateBusy, Updater, UpdatePolicy
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +196,9 @@ class Service:
         self.metrics.swaps.inc()
         self.feed.publish("version", {"model_version": live.version})
 
-    def update_now(self) -> dict:
-        record = self.updater.run(self.live)
+    def update_now(self, wait: bool = True) -> dict:
+        """One update cycle now; wait=False raises UpdateBusy instead of waiting for a running one."""
+        record = self.updater.run(self.live, wait=wait)
         self.metrics.updates.labels(record["decision"]).inc()
         if record["decision"] == "swapped":
             self.swap(self.load(self.store.live_version()))
@@ -524,9 +525,10 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
     @app.post("/admin/update", summary="Run one update now: partial_fit, check, swap if not worse")
     def update(x_api_key: ApiKey = None):
         need("admin", x_api_key)
-        if service.updater.lock.locked():       # a retrain or another update holds it: answer now, not later
-            raise HTTPException(409, "an update or retrain is already running")
-        return service.update_now()
+        try:
+            return service.update_now(wait=False)   # a retrain or another update holds the lock: answer now
+        except UpdateBusy as busy:
+            raise HTTPException(409, str(busy)) from None
 
     @app.post("/admin/retrain", status_code=202,
               summary="Train a fresh version on the store as it is now (after deletions); runs in the background")

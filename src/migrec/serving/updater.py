@@ -71,6 +71,10 @@ def ranking_metrics(model, histories: list, targets: list) -> dict:
     return {"NDCG@10": out["NDCG@10"], "HR@10": out["HR@10"], "cases": len(targets)}
 
 
+class UpdateBusy(RuntimeError):
+    """An update was asked for while another update or a retrain runs (Updater.run(wait=False))."""
+
+
 class Updater:
     """Runs update cycles against a store; one at a time (a lock), from any thread."""
 
@@ -82,11 +86,16 @@ class Updater:
     def next_path(self) -> Path:
         return next_version_path(self.store, self.versions_dir)
 
-    def run(self, live) -> dict:
+    def run(self, live, wait: bool = True) -> dict:
         """One cycle against `live` (the serving LiveModel). Returns the update record; when the
-        candidate won, record["version"] is the new live version (already marked live in the store)."""
-        with self.lock:
+        candidate won, record["version"] is the new live version (already marked live in the store).
+        wait=False: raise UpdateBusy at once when an update or retrain holds the lock."""
+        if not self.lock.acquire(blocking=wait):
+            raise UpdateBusy("an update or retrain is already running")
+        try:
             return self._run(live)
+        finally:
+            self.lock.release()
 
     def _run(self, live) -> dict:
         p, started = self.policy, time.time()
