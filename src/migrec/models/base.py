@@ -162,8 +162,7 @@ class Recommender:
             if entry is not self.__dict__.get("_ann"):
                 # nprobe also reaches the target recall on this model's own queries (random histories of
                 # 1-200 random items): calibrated on synthetic queries alone, recall was ~0.93 at 1M items
-                rng = np.random.default_rng(0)
-                sample = [rng.integers(0, self.n_items, int(rng.integers(1, 201))) for _ in range(256)]
+                sample = retrieval.random_histories(self.n_items, 200)
                 entry = retrieval.calibrate_on(entry, self.query_vectors(sample))
             self._ann = entry
         return entry

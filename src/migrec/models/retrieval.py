@@ -162,6 +162,13 @@ def calibrate(index, matrix: np.ndarray, target: float, rng, k: int = 10, querie
         nprobe = min(2 * nprobe, index.nlist)
 
 
+def random_histories(n_items: int, longest: int, count: int = CALIBRATION_QUERIES, seed: int = 0) -> list:
+    """`count` histories of 1..`longest` random item indices: stand-ins for real users' histories
+    whose query vectors `calibrate_on` tunes nprobe on."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, n_items, int(rng.integers(1, longest + 1))) for _ in range(count)]
+
+
 def calibrate_on(ann: ANNIndex, queries, target_recall: float = TARGET_RECALL) -> ANNIndex:
     """`ann` with an nprobe that also reaches `target_recall` (recall@10 against exact top-10) on
     `queries`, e.g. the model's query vectors of sampled histories: the same index (shared, never

@@ -158,9 +158,7 @@ class LiveModel:
             if self._moments is not None:
                 # the model's ann_index is calibrated on its own queries; a blend queries it with other
                 # vectors (its long/short mix), so nprobe also has to reach the target recall on those
-                rng = np.random.default_rng(0)
-                sample = [rng.integers(0, len(ids), int(rng.integers(1, self.max_history + 1)))
-                          for _ in range(ANN_CALIBRATION)]
+                sample = retrieval.random_histories(len(ids), self.max_history, ANN_CALIBRATION)
                 self._ann = retrieval.calibrate_on(self._ann, self._queries(sample)[0], ANN_RECALL)
         matrix = text_vectors if matrix is None else matrix
         norms = None if matrix is None else np.linalg.norm(matrix, axis=1, keepdims=True)
