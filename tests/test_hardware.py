@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -89,3 +92,14 @@ def test_an_artifact_with_the_old_bf16_flag_loads(ring, tmp_path):
     manifest.write_text(json.dumps(doc))
     again = load_model(tmp_path / "m")
     assert again.precision == "bf16" and again.training_ == model.training_
+
+
+@pytest.mark.parametrize("given, expect", [(None, "8"), ("100", "100")])
+def test_importing_migrec_bounds_onednns_kernel_cache_unless_the_user_set_it(given, expect):
+    """oneDNN's per-shape kernel cache grew by ~0.8 GB over 3 bf16 epochs at its default size."""
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    if given is not None:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = given
+    out = subprocess.run([sys.executable, "-c", "import os, migrec; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"],
+                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == expect

@@ -261,6 +261,9 @@ def test_retrain_forgets_a_deleted_user(service):
     assert gone == {"deleted_events": 6, "in_model_versions": [2]}
     assert service.post("/admin/retrain", headers={"X-API-Key": service.keys["write"]}).status_code == 403
     assert post(service, "/admin/retrain", {}, scope="admin").status_code == 202
+    # the job holds the updater's lock from before the 202: a second request cannot start another
+    assert post(service, "/admin/retrain", {}, scope="admin").status_code == 409
+    assert post(service, "/admin/update", {}, scope="admin").status_code == 409
     for _ in range(3000):                                   # bounded wait for the background job
         if service.get("/admin/versions").json()["live"] == 3:
             break

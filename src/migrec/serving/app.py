@@ -208,33 +208,43 @@ class Service:
 
     def retrain(self) -> dict:
         """A fresh version trained on the store as it is now (runs under the updater's lock)."""
+        with self.updater.lock:
+            return self._retrain_locked()
+
+    def _retrain_locked(self) -> dict:
         from .bootstrap import retrain_version
 
-        with self.updater.lock:
-            started = time.time()
-            before = self.live.version
-            row = retrain_version(self.store, self.data_dir, self.live)
-            self.swap(self.load(row))
-            record = {"started": started, "seconds": time.time() - started, "from_version": before,
-                      "to_version": row["version"], "events": int(row["events_upto"]), "metrics_before": {},
-                      "metrics_after": row["metrics"], "decision": "retrained", "note": row["note"]}
-            record["id"] = self.store.add_update(record)
+        started = time.time()
+        before = self.live.version
+        row = retrain_version(self.store, self.data_dir, self.live)
+        self.swap(self.load(row))
+        record = {"started": started, "seconds": time.time() - started, "from_version": before,
+                  "to_version": row["version"], "events": int(row["events_upto"]), "metrics_before": {},
+                  "metrics_after": row["metrics"], "decision": "retrained", "note": row["note"]}
+        record["id"] = self.store.add_update(record)
         self.metrics.updates.labels("retrained").inc()
         self.feed.publish("update", {"decision": "retrained", "model_version": self.live.version})
         return record
 
     def start_retrain(self) -> bool:
-        """Run `retrain` in a background thread; False when an update or retrain is already running."""
-        if self.updater.lock.locked():
+        """Run `retrain` in a background thread; False when an update or retrain is already running.
+        The lock is taken here, before the thread starts, so two calls cannot both start one."""
+        if not self.updater.lock.acquire(blocking=False):
             return False
 
         def job():
             try:
-                self.retrain()
+                self._retrain_locked()
             except Exception:              # reported in the log; the live version keeps serving
                 log.exception("retrain failed")
+            finally:
+                self.updater.lock.release()
 
-        threading.Thread(target=job, name="migrec-retrain", daemon=True).start()
+        try:
+            threading.Thread(target=job, name="migrec-retrain", daemon=True).start()
+        except BaseException:
+            self.updater.lock.release()
+            raise
         return True
 
     def rollback(self, version: int | None) -> dict:
