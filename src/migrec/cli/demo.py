@@ -19,7 +19,7 @@ from .common import DEFAULT_MODELS, command_line, show_recommendations
 # The benchmark's MovieLens-100K settings (bf16 only where the CPU has it natively: migrec.hardware)
 # with a 2-minute budget per sequential model,
 # so the full demo takes about 7 minutes on a 2-core laptop.
-_SEQ = dict(hidden=64, max_len=200, dropout=0.5, lr=2e-3, epochs=200, patience=5,
+_SEQ = dict(hidden=64, max_len=200, dropout=0.5, lr=2e-3, batch_size=32, epochs=200, patience=5,
             max_train_seconds=120, precision="auto")
 DEMO_PARAMS = {"sasrec": _SEQ, "interest-text": _SEQ, "interest-text+id": _SEQ}
 
