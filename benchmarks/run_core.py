@@ -29,13 +29,15 @@ HERE = Path(__file__).resolve().parent
 ALL_MODELS = ["popularity", "itemknn", "als", "bpr", "sasrec", "interest-text", "interest-text+id"]
 
 # Hyper-parameters per data set; sequential models stop early on validation NDCG@10.
-# batch 32 on ML-100K too: SASRec's test NDCG@10 0.090 against 0.071 at 128, the text-only interest
-# model 0.078 against 0.058, text+ID 0.083 against 0.088 (943 test users: one standard error ~0.008)
+# batch 32 on ML-100K too: test NDCG@10 SASRec 0.090, text-only interest model 0.078, text+ID 0.083;
+# the last figures at 128 (another CPU, fp32) were 0.071, 0.058 (demo) and 0.088 (943 test users:
+# one standard error is about 0.008)
 _SEQ_100K = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.5, lr=2e-3, batch_size=32,
                  epochs=200, patience=5, precision="auto", progress=False, max_train_seconds=1200)
 # ML-1M: batch 32 (4x the optimiser steps of 128 per epoch): SASRec came within 2 % of its best
-# validation NDCG@10 after 410 s instead of 1,751 s, test NDCG@10 0.175 against 0.177 (benchmarks/
-# RESULTS.md, time to quality). The text+ID interest model scores by dot product there, as SASRec
+# validation NDCG@10 after 23 epochs instead of 45, test NDCG@10 0.175 against 0.177 (benchmarks/
+# RESULTS.md, time to quality); an epoch costs ~18 % more (2 epochs: 37.7 s against 31.9 s on a
+# 2-core Zen 4, bf16). The text+ID interest model scores by dot product there, as SASRec
 # does: cosine with temperature 0.07 (its default, for cold items' sake) plateaued at test 0.159,
 # the dot product reached 0.176 (same batch, same machine); item norms can carry popularity.
 _SEQ_1M = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.2, lr=2e-3, batch_size=32,
