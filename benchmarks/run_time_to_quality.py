@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run_core  # noqa: E402
 import _report  # noqa: E402
-from migrec import hardware, pipeline  # noqa: E402
+from migrec import pipeline  # noqa: E402
 from migrec.evaluation.evaluator import evaluate, repeats_note  # noqa: E402
 from migrec.evaluation.memory import PeakMemory  # noqa: E402
 from migrec.hardware import machine_description  # noqa: E402
@@ -98,13 +98,12 @@ def measure_flops(name: str, data: Path, model_name: str, encoder: str) -> dict:
     split = pipeline.prepare_split(run_core.load(name, data), encoder=encoder)
     params = {**run_core.PARAMS[name][model_name], "epochs": 1, "max_train_seconds": None}
     started = time.perf_counter()
-    MODELS[model_name](**params).fit(split.train)
+    timed = MODELS[model_name](**params).fit(split.train)
     seconds = time.perf_counter() - started
     with FlopCounterMode(display=False) as counter:
         MODELS[model_name](**params).fit(split.train)
     flops = counter.get_total_flops()
-    precision = hardware.resolve_precision(params["precision"], "cpu")
-    peak = matmul_gflops(precision=precision)
+    peak = matmul_gflops(precision=timed.training_["precision"])   # the precision the epoch ran in
     return {"GFLOP_per_epoch": round(flops / 1e9, 1), "train_epoch_seconds": round(seconds, 2),
             "achieved_GFLOP/s": round(flops / seconds / 1e9, 1), "matmul_GFLOP/s": round(peak, 1),
             "share_of_matmul_rate": round(flops / seconds / 1e9 / peak, 3)}

@@ -100,6 +100,6 @@ def test_importing_migrec_bounds_onednns_kernel_cache_unless_the_user_set_it(giv
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
     if given is not None:
         env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = given
-    out = subprocess.run([sys.executable, "-c", "import os, migrec; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"],
-                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    code = "import os, migrec; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert out == expect

@@ -4,6 +4,7 @@ posted by text, interests, deletion without a trace, auth, metrics, updates and 
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import numpy as np
@@ -286,3 +287,24 @@ def test_an_update_while_another_runs_is_refused_at_once(service):
         assert busy.status_code == 409 and "already running" in busy.text
         assert post(service, "/admin/retrain", None, scope="admin").status_code == 409
     assert post(service, "/admin/update", None, scope="admin").status_code == 200
+
+
+def test_start_retrain_holds_the_lock_when_it_returns(service, monkeypatch):
+    """The retrain job owns the updater's lock from the moment start_retrain returns, not from
+    whenever its thread gets going: a second call straight after cannot start another."""
+    svc, release, seen = service.svc, threading.Event(), []
+
+    def job():                                  # stands in for the training, which takes seconds
+        seen.append(svc.updater.lock.locked())
+        release.wait(10)
+
+    monkeypatch.setattr(svc, "_retrain_locked", job)
+    assert svc.start_retrain() is True
+    assert svc.updater.lock.locked()
+    assert svc.start_retrain() is False
+    release.set()
+    for _ in range(200):                        # bounded wait for the thread to let go
+        if not svc.updater.lock.locked():
+            break
+        time.sleep(0.05)
+    assert not svc.updater.lock.locked() and seen == [True]

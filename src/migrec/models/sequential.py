@@ -129,7 +129,8 @@ class SequentialRecommender(Recommender):
 
     def factors(self, interest: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(q, w) with similarity(interest, items) = q @ w.T for interest vectors [..., H] (several per
-        row too: models.multi_interest); the trainer's fused loss uses them. The temperature divides the [n, H] queries, not the [n, items] logits."""
+        row too: models.multi_interest); the trainer's fused loss uses them. The temperature divides
+        the [n, H] queries, not the [n, items] logits."""
         if self.normalize:
             interest, items = F.normalize(interest, dim=-1), self.unit_rows(items)
         return (interest if self.temperature == 1 else interest / self.temperature), items
