@@ -156,7 +156,8 @@ def main(argv=None) -> None:
                 row["metrics"].update(measure_flops(name, Path(args.data), model_name, args.encoder))
                 print(row["model"], row["metrics"], flush=True)
         command = "python benchmarks/run_time_to_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        payload["command"] = f"{payload['command']} ; then {command}"
+        if not payload["command"].endswith(f"then {command}"):   # a repeated --flops run replaces its figures
+            payload["command"] = f"{payload['command']} ; then {command}"
         if MATMUL_NOTE not in payload["protocol"]:
             payload["protocol"] += f"; {MATMUL_NOTE}"
         _report.write_json(payload)
