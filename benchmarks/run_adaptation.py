@@ -4,8 +4,9 @@
     python benchmarks/run_adaptation.py --data ../shared/data --datasets ml-1m-u3k --models interest-text+id,als
     python benchmarks/run_adaptation.py --datasets ml-100k --models interest-text+id,interest-text+id:alibi
 
-A sequential model name may end in ":alibi": the same model with recency inside its attention
-(`recency=True`: learnt per-head ALiBi slopes), so its rows show how much the blend still adds.
+A sequential model name may end in ":alibi" or ":window": the same model with recency inside its
+attention (`recency=True`: learnt per-head ALiBi slopes; `window=10`: half the heads see only the
+newest 10 events), so its rows show how much the blend still adds.
 
 For each base model: fit once (early stopping on validation), then fit the blend around
 it (migration detector calibrated on the training histories' text vectors; the blend
@@ -47,6 +48,7 @@ HERE = Path(__file__).resolve().parent
 # thread, and the ML-1M interest model stopped at the cap with test NDCG@10 0.109 against
 # run_core's 0.176: much of the blend's gain was making up for an undertrained model.)
 PARAMS = run_core.PARAMS
+WINDOW = 10     # ":window": half the heads see only the newest 10 events, as the blend's short history
 DETECTOR = dict(short=10, long=50, min_history=20, false_alarm=0.05, statistic="shift")
 CONTEXT_WEIGHTS = (0.0, 0.1, 0.3)
 
@@ -106,11 +108,12 @@ def run_dataset(name: str, args, command: str) -> list:
     rows = []
     for m in args.models:
         kind, _, variant = m.partition(":")
-        if variant not in ("", "alibi"):
-            raise SystemExit(f"unknown model variant {variant!r} in {m!r} (known: alibi)")
+        if variant not in ("", "alibi", "window"):
+            raise SystemExit(f"unknown model variant {variant!r} in {m!r} (known: alibi, window)")
         params = dict(PARAMS[name][kind])
         if kind != "als":
             params["recency"] = variant == "alibi"
+            params["window"] = WINDOW if variant == "window" else 0
         if args.max_train_seconds is not None and kind != "als":
             params["max_train_seconds"] = args.max_train_seconds
         base = pipeline.build_model(kind, **params)

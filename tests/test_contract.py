@@ -148,6 +148,8 @@ CONTRACT_MODELS: list[Case] = [
          params_to_change={"lr": 0.5}),
     Case("interest-text+id:alibi", lambda: InterestModel(use_id=True, experts=2, recency=True, **SEQ), "topics",
          params_to_change={"lr": 0.5}),
+    Case("interest-text+id:window", lambda: InterestModel(use_id=True, experts=2, window=3, **SEQ), "topics",
+         params_to_change={"window": 5}),
     Case("multi-interest", lambda: MultiInterestModel(n_interests=3, experts=2, **SEQ), "topics",
          params_to_change={"lr": 0.5}),
     Case("multi-interest:mix-forecast", lambda: MultiInterestModel(n_interests=3, mode="mix", mix_weights="forecast",
@@ -174,8 +176,8 @@ CONTRACT_MODELS: list[Case] = [
 ]
 CASES = {c.name: c for c in CONTRACT_MODELS}
 IDS = list(CASES)
-TORCH_MODELS = ["sasrec", "interest-text", "interest-text+id", "interest-text+id:alibi", "multi-interest",
-                "multi-interest:mix-forecast"]
+TORCH_MODELS = ["sasrec", "interest-text", "interest-text+id", "interest-text+id:alibi", "interest-text+id:window",
+                "multi-interest", "multi-interest:mix-forecast"]
 
 DATA = {"cycle": cycle_split, "topics": topic_split, "domains": domain_split,
         "domains-2": lambda: domain_split(seed=3)}   # data key -> generator of a Split (add wrappers' data here)

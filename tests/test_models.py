@@ -631,6 +631,35 @@ def test_set_params_names_an_unknown_parameter_and_changes_nothing(name):
     assert model.get_params() == params              # nothing half-applied
 
 
+def test_window_heads_see_only_the_newest_events_and_the_global_heads_everything(monkeypatch):
+    from migrec.models import transformer
+    from migrec.models.transformer import CausalTransformer
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 12, 16)
+    local = CausalTransformer(16, 1, 1, 0.0, 20, window=3).eval()    # one head: it is the local one
+    out = local(x)
+    old = x.clone()
+    old[:, :9] = torch.randn(2, 9, 16)                                # everything 3+ events before the last
+    assert torch.allclose(out[:, -1], local(old)[:, -1], atol=1e-5)  # the newest position never reads them
+    near = x.clone()
+    near[:, 9] = torch.randn(2, 16)                                   # 2 events back: inside the window
+    assert not torch.allclose(out[:, -1], local(near)[:, -1], atol=1e-4)
+    mixed = CausalTransformer(16, 1, 2, 0.0, 20, window=3).eval()    # one local head, one global head
+    assert not torch.allclose(mixed(x)[:, -1], mixed(old)[:, -1], atol=1e-4)
+    later = x.clone()
+    later[:, 6:] = torch.randn(2, 6, 16)
+    assert torch.allclose(mixed(x)[:, :6], mixed(later)[:, :6], atol=1e-5)     # still causal
+    assert torch.allclose(mixed(x)[:, :6], mixed(x[:, :6]), atol=1e-5)         # right padding's width is free
+    # training's written-out attention (taken when dropout > 0) applies the same mask as SDPA's
+    both = CausalTransformer(16, 2, 2, 0.3, 20, recency=True, window=4)
+    expect = both.eval()(x)
+    monkeypatch.setattr(transformer, "dropout", lambda t, p, training: t)
+    assert torch.allclose(both.train()(x), expect, atol=1e-5)
+    with pytest.raises(ValueError, match="window"):
+        CausalTransformer(16, 1, 2, 0.0, 20, window=-1)
+
+
 def test_recency_attention_is_causal_width_free_and_learns_its_slopes():
     from migrec.models.transformer import CausalTransformer
 

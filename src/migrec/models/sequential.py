@@ -40,7 +40,7 @@ class SequentialRecommender(Recommender):
                  patience: int = 5, eval_every: int = 1, device: str = "auto", seed: int = 0,
                  progress: bool = True, max_train_seconds: float | None = None, precision: str = "fp32",
                  negatives: int | None = None, softmax_over: str = "all",
-                 ann_threshold: int | None = DEFAULT_THRESHOLD, recency: bool = False):
+                 ann_threshold: int | None = DEFAULT_THRESHOLD, recency: bool = False, window: int = 0):
         self.hidden, self.layers, self.heads, self.dropout = hidden, layers, heads, dropout
         self.max_len, self.epochs, self.batch_size, self.lr = max_len, epochs, batch_size, lr
         self.weight_decay, self.temperature, self.normalize = weight_decay, temperature, normalize
@@ -62,6 +62,8 @@ class SequentialRecommender(Recommender):
         self.ann_threshold = ann_threshold
         # recency=True: attention leans towards the newest events by learnt per-head slopes (ALiBi)
         self.recency = recency
+        # window=w: half the heads see only the newest w events (short-term interest inside the model)
+        self.window = window
 
     # -- subclass hooks -------------------------------------------------------------------
     def _prepare_items(self, train) -> None:
@@ -94,7 +96,7 @@ class SequentialRecommender(Recommender):
         self.net_ = nn.ModuleDict({
             "item_table": self._build_items(),
             "transformer": CausalTransformer(self.hidden, self.layers, self.heads, self.dropout, self.max_len,
-                                             recency=self.recency),
+                                             recency=self.recency, window=self.window),
         })
         self.device_ = resolve_device(self.device)
         self.net_.to(self.device_)

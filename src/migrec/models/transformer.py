@@ -19,11 +19,17 @@ class CausalTransformer(nn.Module):
 
     recency: each head's attention logits fall by a learnt slope x (query position - key position)
     (ALiBi, Press et al. 2022, with learnt slopes starting at 2^(-8(h+1)/heads)): every position
-    leans towards its newest events, as much as training finds useful (a slope can go to 0)."""
+    leans towards its newest events, as much as training finds useful (a slope can go to 0).
+    window: the first half of the heads (at least one) attend only to the newest `window` events
+    up to each position, the others to the whole prefix: short- and long-term interest in every
+    layer, mixed by the layers' own weights (0 = every head sees the whole prefix)."""
 
-    def __init__(self, hidden: int, layers: int, heads: int, dropout: float, max_len: int, recency: bool = False):
+    def __init__(self, hidden: int, layers: int, heads: int, dropout: float, max_len: int, recency: bool = False,
+                 window: int = 0):
         super().__init__()
-        self.heads = heads
+        if window < 0:
+            raise ValueError(f"window must be >= 0, not {window}")
+        self.heads, self.window = heads, window
         if recency:
             start = torch.tensor([2.0 ** (-8.0 * (h + 1) / heads) for h in range(heads)])
             self.slope = nn.Parameter(torch.log(torch.expm1(start)))      # softplus(slope) = start
@@ -41,11 +47,17 @@ class CausalTransformer(nn.Module):
         length = x.shape[1]
         h = dropout(self.input_norm(x + self.position.weight[:length][None]), self.dropout.p, self.training)
         bias = None
-        if hasattr(self, "slope"):
+        if hasattr(self, "slope") or self.window:
             pos = torch.arange(length, device=x.device)
-            distance = (pos[:, None] - pos[None, :]).clamp(min=0).to(h.dtype)               # query - key
-            bias = -F.softplus(self.slope).to(h.dtype)[:, None, None] * distance            # [heads, L, L]
-            bias = bias.masked_fill(torch.triu(torch.ones_like(bias, dtype=torch.bool), 1), -torch.inf)
+            distance = (pos[:, None] - pos[None, :]).to(h.dtype)                             # query - key
+            bias = torch.zeros(self.heads, length, length, dtype=h.dtype, device=x.device)
+            if hasattr(self, "slope"):
+                bias = bias - F.softplus(self.slope).to(h.dtype)[:, None, None] * distance.clamp(min=0)
+            if self.window:       # local heads: keys more than window-1 events back are masked
+                local = torch.arange(self.heads, device=x.device) < max(1, self.heads // 2)
+                far = (distance >= self.window)[None] & local[:, None, None]
+                bias = bias.masked_fill(far, -torch.inf)
+            bias = bias.masked_fill((distance < 0)[None], -torch.inf)                        # causal
         for layer in self.blocks.layers:
             h = self._block(layer, h, bias)
         return self.norm(h)
