@@ -40,9 +40,12 @@ _SEQ_100K = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.5, lr=2e-3
 # 2-core Zen 4, bf16). The text+ID interest model scores by dot product there, as SASRec
 # does: cosine with temperature 0.07 (its default, for cold items' sake) plateaued at test 0.159,
 # the dot product reached 0.176 (same batch, same machine); item norms can carry popularity.
+# It also leans towards the newest events inside its attention (recency=True, learnt ALiBi
+# slopes): on ML-1M users 1-2999 test NDCG@10 0.186 against 0.176 without, and the recency
+# blend then adds 0.7 % instead of 3.1 % (run_adaptation, drift-adaptation.json).
 _SEQ_1M = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.2, lr=2e-3, batch_size=32,
                epochs=200, patience=4, precision="auto", progress=False, max_train_seconds=3600)
-_INTEREST_1M = dict(_SEQ_1M, normalize=False, temperature=1.0)
+_INTEREST_1M = dict(_SEQ_1M, normalize=False, temperature=1.0, recency=True)
 PARAMS = {
     "ml-100k": {"sasrec": _SEQ_100K, "interest-text": _SEQ_100K, "interest-text+id": _SEQ_100K,
                 "als": dict(factors=64, regularization=0.05, alpha=10.0), "itemknn": dict(neighbors=100)},
