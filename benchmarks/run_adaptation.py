@@ -188,7 +188,7 @@ def main(argv=None) -> None:
     # keep the protocol / command of data sets this run did not redo (their rows are kept by write_json)
     previous = read(RESULTS / "drift-adaptation.json") or {"protocol": "", "command": ""}
     protocols = [p for p in previous["protocol"].split(" | ") if p and p.split(":")[0] not in args.datasets] + protocols
-    commands = [c for c in previous["command"].split(" ; ") if c and c != command.strip()]
+    commands = list(dict.fromkeys(c for c in previous["command"].split(" ; ") if c and c != command.strip()))
     write_json({"dataset": "drift-adaptation", "protocol": " | ".join(protocols), "repeats": "exclude",
                 "machine": machine_description(),
                 "command": " ; ".join(commands + [command.strip()]), "rows": rows})
