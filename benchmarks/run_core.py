@@ -87,6 +87,8 @@ def run(name: str, data: Path, models: list[str], encoder: str, command: str, ca
                              f"{split.train.n_items} catalogue items; {repeats_note(repeats)}; "
                              f"text encoder {encoder}", machine=machine_description(), command=command)
     kept = [r for r in previous["rows"] if r["model"] not in models] if previous else []  # rows not re-run
+    if kept:    # the kept rows came from earlier commands: name them too (each once)
+        payload["command"] = " ; then ".join(dict.fromkeys(previous["command"].split(" ; then ") + [command]))
     payload["rows"] = sorted(kept + payload["rows"], key=lambda r: ALL_MODELS.index(r["model"]))
     out.write_text(json.dumps(payload, indent=2))
     for m in models:
