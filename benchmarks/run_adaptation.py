@@ -111,7 +111,7 @@ def run_dataset(name: str, args, command: str) -> list:
         if variant not in ("", "alibi", "window"):
             raise SystemExit(f"unknown model variant {variant!r} in {m!r} (known: alibi, window)")
         params = dict(PARAMS[name][kind])
-        if kind != "als":
+        if kind != "als":     # the variant alone decides recency (run_core's ML-1M interest model has it on)
             params["recency"] = variant == "alibi"
             params["window"] = WINDOW if variant == "window" else 0
         if args.max_train_seconds is not None and kind != "als":
