@@ -185,13 +185,12 @@ def main(argv=None) -> None:
         r, p = run_dataset(name, args, command)
         rows += r
         protocols.append(f"{name}: {p}")
-    # keep the protocol / command of data sets this run did not redo (their rows are kept by write_json)
+    # keep the protocol of data sets this run did not redo (their rows and commands are kept by write_json)
     previous = read(RESULTS / "drift-adaptation.json") or {"protocol": "", "command": ""}
     protocols = [p for p in previous["protocol"].split(" | ") if p and p.split(":")[0] not in args.datasets] + protocols
-    commands = list(dict.fromkeys(c for c in previous["command"].split(" ; ") if c and c != command.strip()))
     write_json({"dataset": "drift-adaptation", "protocol": " | ".join(protocols), "repeats": "exclude",
                 "machine": machine_description(),
-                "command": " ; ".join(commands + [command.strip()]), "rows": rows})
+                "command": command.strip(), "rows": rows})    # write_json names the kept rows' commands too
     write_results_md()
 
 
