@@ -39,6 +39,12 @@ def read(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def command_history(earlier: str, command: str) -> str:
+    """`earlier` commands (joined by " ; then ") followed by `command`, each named once."""
+    parts = [c for c in earlier.split(" ; then ") if c and c != command]
+    return " ; then ".join(parts + [command])
+
+
 def write_json(payload: dict, order: list[str] | None = None, finalize=None) -> Path:
     """Write results/<dataset>.json, keeping earlier rows of models this run did not produce.
 
@@ -50,11 +56,8 @@ def write_json(payload: dict, order: list[str] | None = None, finalize=None) -> 
     new = {r["model"] for r in payload["rows"]}
     kept = [r for r in previous["rows"] if r["model"] not in new] if previous else []
     rows = kept + payload["rows"]
-    if kept and previous.get("command"):
-        # the kept rows came from earlier commands: name them all, each once
-        parts = previous["command"].split(" ; then ")
-        parts = [c for c in parts if c != payload["command"]] + [payload["command"]]
-        payload = {**payload, "command": " ; then ".join(parts)}
+    if kept and previous.get("command"):     # the kept rows came from earlier commands: name them too
+        payload = {**payload, "command": command_history(previous["command"], payload["command"])}
     if finalize is not None:
         rows = finalize(rows)
     if order:

@@ -45,8 +45,8 @@ HERE = Path(__file__).resolve().parent
 # The models train as in the core benchmark (run_core.PARAMS: batch 32, early stopping by
 # patience, a wall-clock cap only as a reported safety net), so the blend is measured on top of
 # converged models. (Until this was shared, this script had its own 240-330 s budgets on one
-# thread, and the ML-1M interest model stopped at the cap with test NDCG@10 0.109 against
-# run_core's 0.176: much of the blend's gain was making up for an undertrained model.)
+# thread: the ML-1M interest model trained 419 s against a 330 s budget and reached test NDCG@10
+# 0.109 against run_core's 0.176, so much of the blend's gain made up for an undertrained model.)
 PARAMS = run_core.PARAMS
 WINDOW = 10     # ":window": half the heads see only the newest 10 events, as the blend's short history
 DETECTOR = dict(short=10, long=50, min_history=20, false_alarm=0.05, statistic="shift")

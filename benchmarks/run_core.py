@@ -23,7 +23,7 @@ from migrec.hardware import machine_description  # noqa: E402
 from migrec.evaluation.evaluator import REPEATS, repeats_note  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import RESULTS, read as _read, write_results_md  # noqa: E402
+from _report import RESULTS, command_history, read as _read, write_results_md  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ALL_MODELS = ["popularity", "itemknn", "als", "bpr", "sasrec", "interest-text", "interest-text+id"]
@@ -87,8 +87,8 @@ def run(name: str, data: Path, models: list[str], encoder: str, command: str, ca
                              f"{split.train.n_items} catalogue items; {repeats_note(repeats)}; "
                              f"text encoder {encoder}", machine=machine_description(), command=command)
     kept = [r for r in previous["rows"] if r["model"] not in models] if previous else []  # rows not re-run
-    if kept:    # the kept rows came from earlier commands: name them too (each once)
-        payload["command"] = " ; then ".join(dict.fromkeys(previous["command"].split(" ; then ") + [command]))
+    if kept:    # the kept rows came from earlier commands: name them too
+        payload["command"] = command_history(previous["command"], command)
     payload["rows"] = sorted(kept + payload["rows"], key=lambda r: ALL_MODELS.index(r["model"]))
     out.write_text(json.dumps(payload, indent=2))
     for m in models:

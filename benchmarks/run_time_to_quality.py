@@ -156,8 +156,7 @@ def main(argv=None) -> None:
                 row["metrics"].update(measure_flops(name, Path(args.data), model_name, args.encoder))
                 print(row["model"], row["metrics"], flush=True)
         command = "python benchmarks/run_time_to_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        if not payload["command"].endswith(f"then {command}"):   # a repeated --flops run replaces its figures
-            payload["command"] = f"{payload['command']} ; then {command}"
+        payload["command"] = _report.command_history(payload["command"], command)   # a repeat is named once
         if MATMUL_NOTE not in payload["protocol"]:
             payload["protocol"] += f"; {MATMUL_NOTE}"
         _report.write_json(payload)
