@@ -620,6 +620,23 @@ def test_a_tiny_time_budget_stops_fine_tuning_and_is_recorded(fitted, cycle):
     assert model.training_["stopped_by"] == "epochs" and model.training_["epochs_run"] == 2
 
 
+def test_lr_decay_lowers_the_rate_after_each_epoch_without_a_new_best(fitted, cycle):
+    model = fitted("interest-id")[0].clone().set_params(epochs=6, patience=6, lr=1e-3, lr_decay=0.5)
+    model.fine_tune(cycle.train, cycle.valid)
+    rates = [r["lr"] for r in model.history_]
+    expected, best = [1e-3], -1.0
+    for record in model.history_[:-1]:
+        improved = record["valid_NDCG@10"] > best
+        best = max(best, record["valid_NDCG@10"])
+        expected.append(expected[-1] * (1.0 if improved else 0.5))
+    assert rates == pytest.approx(expected)
+    assert min(rates) < 1e-3              # the fitted model plateaus: at least one decay happened
+    model.set_params(lr_decay=None).fine_tune(cycle.train, cycle.valid)
+    assert {r["lr"] for r in model.history_} == {1e-3}
+    with pytest.raises(ValueError, match="lr_decay must be None or a factor in \\(0, 1\\), not 1.5"):
+        model.set_params(lr_decay=1.5).fine_tune(cycle.train, cycle.valid)
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_set_params_names_an_unknown_parameter_and_changes_nothing(name):
     model = MODELS[name]()

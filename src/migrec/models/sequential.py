@@ -40,7 +40,8 @@ class SequentialRecommender(Recommender):
                  patience: int = 5, eval_every: int = 1, device: str = "auto", seed: int = 0,
                  progress: bool = True, max_train_seconds: float | None = None, precision: str = "fp32",
                  negatives: int | None = None, softmax_over: str = "all",
-                 ann_threshold: int | None = DEFAULT_THRESHOLD, recency: bool = False, window: int = 0):
+                 ann_threshold: int | None = DEFAULT_THRESHOLD, recency: bool = False, window: int = 0,
+                 lr_decay: float | None = None):
         self.hidden, self.layers, self.heads, self.dropout = hidden, layers, heads, dropout
         self.max_len, self.epochs, self.batch_size, self.lr = max_len, epochs, batch_size, lr
         self.weight_decay, self.temperature, self.normalize = weight_decay, temperature, normalize
@@ -64,6 +65,9 @@ class SequentialRecommender(Recommender):
         self.recency = recency
         # window=w: half the heads see only the newest w events (short-term interest inside the model)
         self.window = window
+        # lr_decay=f: after an epoch whose validation NDCG@10 is not a new best, the learning rate is
+        # multiplied by f (torch's ReduceLROnPlateau, patience 0); None keeps it constant
+        self.lr_decay = lr_decay
 
     # -- subclass hooks -------------------------------------------------------------------
     def _prepare_items(self, train) -> None:

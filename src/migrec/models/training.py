@@ -246,6 +246,8 @@ class SequenceTrainer:
     def fit(self, train, valid=None, trainable: str = "all"):
         """Train on every window of `train` with early stopping on `valid` (if given; rank 0's counts)."""
         m = self.model
+        if m.lr_decay is not None and not 0 < m.lr_decay < 1:
+            raise ValueError(f"lr_decay must be None or a factor in (0, 1), not {m.lr_decay!r}")
         windows = WindowIndex(train.sequences, m.max_len)
         if len(windows) == 0:
             raise ValueError("no training sequence has 2 or more events: nothing to learn from")
@@ -321,12 +323,15 @@ class SequenceTrainer:
         main = self.rank == 0
         best, best_state, stale, started = -1.0, None, 0, time.time()
         m.history_, stopped_by = [], "epochs"
+        plateau = None if m.lr_decay is None else torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="max", factor=m.lr_decay, patience=0, threshold=0.0)
         bar = tqdm(range(1, m.epochs + 1), desc=f"fit {m.name}", disable=not (m.progress and main), leave=False)
         for epoch in bar:
             loss = self._epoch(windows, step, opt, rng)
             m.net_.eval()
             m.weights_changed()
-            record = {"epoch": epoch, "loss": loss, "seconds": time.time() - started}
+            record = {"epoch": epoch, "loss": loss, "seconds": time.time() - started,
+                      "lr": opt.param_groups[0]["lr"]}
             # rank 0 evaluates and watches the clock; every rank follows its numbers
             score, over_time = np.nan, False
             if main:
@@ -343,6 +348,8 @@ class SequenceTrainer:
                         best_state = copy.deepcopy(m.net_.state_dict())
                 else:
                     stale += 1
+                if plateau is not None:            # every rank holds the same broadcast score
+                    plateau.step(score)
             m.history_.append(record)
             bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
             if main:
