@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 import _report  # noqa: E402
+import run_core  # noqa: E402
 
 from migrec import pipeline  # noqa: E402
 from migrec.data import load_amazon_food_kitchen  # noqa: E402
@@ -46,11 +47,10 @@ DATASETS = ["ml-1m-u3k", "ml-100k", "food-to-kitchen"]
 VARIANTS = ["interest", "multi-interest", "multi-interest:mix-current", "multi-interest:mix-forecast",
             "multi-interest:calibrated", "multi-interest:max-objective", "multi-interest:max-objective+calibrated"]
 K_INTERESTS = 4
-# the interest model's settings of run_core (ML) and run_transfer (Food -> Kitchen); both models share them
-_ML_100K = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.5, lr=2e-3, batch_size=128,
-                epochs=200, patience=5, precision="auto", progress=False, max_train_seconds=240)
-_ML_1M = dict(_ML_100K, dropout=0.2, patience=3, max_train_seconds=840)
-PARAMS = {"ml-100k": _ML_100K, "ml-1m-u3k": _ML_1M,
+# the interest model's settings of run_core (ML: batch 32, early stopping by patience, a safety cap;
+# ML-1M scores by dot product with ALiBi recency) and of run_transfer (Food -> Kitchen); both models share them
+PARAMS = {"ml-100k": run_core.PARAMS["ml-100k"]["interest-text+id"],
+          "ml-1m-u3k": run_core.PARAMS["ml-1m-u3k"]["interest-text+id"],
           "food-to-kitchen": {k: v for k, v in TRANSFER_PARAMS.items() if k != "use_id"} | {"domain_adapters": True}}
 QUICK = dict(epochs=6, patience=6, max_train_seconds=900)   # a fixed number of epochs: fair on a busy machine
 
@@ -175,11 +175,18 @@ def main(argv=None) -> None:
     if args.quick:
         _report.RESULTS = Path(args.out)     # a smoke run never touches benchmarks/results
     command = "python benchmarks/run_multi_interest.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    rows, notes = [], []
+    # each data set's note and machine are kept per data set, so rows kept from an earlier run keep theirs
+    previous = _report.read(_report.RESULTS / "multi-interest.json") or {}
+    runs = dict(previous.get("runs", {}))
+    rows = []
     for name in datasets:
         r, note = run(name, Path(args.data), args.encoder, args.quick, args.max_train_seconds, args.repeats)
         rows += r
-        notes.append(note)
+        runs[name] = {"note": note, "machine": machine_description(), "command": command}
+    present = [d for d in DATASETS if d in runs]
+    machines = {runs[d]["machine"] for d in present}
+    machine = machines.pop() if len(machines) == 1 else " | ".join(f"{d} rows: {runs[d]['machine']}"
+                                                                   for d in present)
     protocol = (f"{'QUICK SMOKE RUN (training capped, not a result). ' if args.quick else ''}"
                 f"InterestModel (text + ID items) vs MultiInterestModel (K={K_INTERESTS} self-attentive interests "
                 f"over the same transformer, each target trained on its best interest), same hyper-parameters, "
@@ -190,9 +197,9 @@ def main(argv=None) -> None:
                 f"model's greedy proportional top-10 over its interests with weight >= 5% (near-duplicates "
                 f"merged). diversity@10 = mean pairwise cosine distance of the top-10's text vectors; coverage@10 = "
                 f"share of candidate items in any top-10. "
-                f"{repeats_note(args.repeats)}. " + " | ".join(notes))
-    out = _report.write_json({"dataset": "multi-interest", "protocol": protocol, "machine": machine_description(),
-                              "command": command, "rows": rows},
+                f"{repeats_note(args.repeats)}. " + " | ".join(runs[d]["note"] for d in present))
+    out = _report.write_json({"dataset": "multi-interest", "protocol": protocol, "machine": machine,
+                              "command": command, "runs": runs, "rows": rows},
                              order=[f"{d}/{v}" for d in DATASETS for v in VARIANTS])
     if not args.quick:
         _report.write_results_md()
