@@ -45,10 +45,19 @@ def command_history(earlier: str, command: str) -> str:
     return " ; then ".join(parts + [command])
 
 
-def write_json(payload: dict, order: list[str] | None = None, finalize=None) -> Path:
+def machine_history(earlier: str, machine: str, models) -> str:
+    """The machine of a results file whose kept rows may come from another machine than `models`' rows."""
+    if not earlier or earlier == machine:
+        return machine
+    return f"rows {', '.join(sorted(models))}: {machine} | earlier rows: {earlier}"
+
+
+def write_json(payload: dict, order: list[str] | None = None, finalize=None, kept_machine: bool = True) -> Path:
     """Write results/<dataset>.json, keeping earlier rows of models this run did not produce.
 
     finalize(rows) -> rows: recompute what depends on all rows (e.g. flags against a reference row).
+    kept_machine: name the kept rows' machine too where it differs (False: the payload's machine
+    already names every row's).
     """
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{payload['dataset']}.json"
@@ -58,6 +67,8 @@ def write_json(payload: dict, order: list[str] | None = None, finalize=None) -> 
     rows = kept + payload["rows"]
     if kept and previous.get("command"):     # the kept rows came from earlier commands: name them too
         payload = {**payload, "command": command_history(previous["command"], payload["command"])}
+    if kept and kept_machine:                # ... and maybe from another machine
+        payload = {**payload, "machine": machine_history(previous.get("machine", ""), payload["machine"], new)}
     if finalize is not None:
         rows = finalize(rows)
     if order:

@@ -200,7 +200,7 @@ def main(argv=None) -> None:
                 f"{repeats_note(args.repeats)}. " + " | ".join(runs[d]["note"] for d in present))
     out = _report.write_json({"dataset": "multi-interest", "protocol": protocol, "machine": machine,
                               "command": command, "runs": runs, "rows": rows},
-                             order=[f"{d}/{v}" for d in DATASETS for v in VARIANTS])
+                             order=[f"{d}/{v}" for d in DATASETS for v in VARIANTS], kept_machine=False)
     if not args.quick:
         _report.write_results_md()
     print(f"wrote {out}")
