@@ -23,7 +23,7 @@ from migrec.hardware import machine_description  # noqa: E402
 from migrec.evaluation.evaluator import REPEATS, repeats_note  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import RESULTS, command_history, machine_history, read as _read, write_results_md  # noqa: E402
+from _report import RESULTS, read as _read, write_json, write_results_md  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ALL_MODELS = ["popularity", "itemknn", "als", "bpr", "sasrec", "interest-text", "interest-text+id"]
@@ -84,18 +84,11 @@ def run(name: str, data: Path, models: list[str], encoder: str, command: str, ca
     result = Experiment(split, built, ks=(10, 20, 50), item_vectors=split.train.item_vectors, repeats=repeats).run()
     for r in result.rows:   # how training ran: precision, stopped_by (patience, epochs or the time cap)
         r["training"] = dict(getattr(built.get(r["model"]), "training_", {}))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{label or name}.json"
-    previous = _read(out)
-    payload = result.to_json(out, dataset=label or name, protocol=f"{split.protocol}; full ranking over all "
-                             f"{split.train.n_items} catalogue items; {repeats_note(repeats)}; "
-                             f"text encoder {encoder}", machine=machine_description(), command=command)
-    kept = [r for r in previous["rows"] if r["model"] not in models] if previous else []  # rows not re-run
-    if kept:    # the kept rows came from earlier commands: name them too
-        payload["command"] = command_history(previous["command"], command)
-        payload["machine"] = machine_history(previous.get("machine", ""), payload["machine"], models)
-    payload["rows"] = sorted(kept + payload["rows"], key=lambda r: ALL_MODELS.index(r["model"]))
-    out.write_text(json.dumps(payload, indent=2))
+    payload = result.document(dataset=label or name, protocol=f"{split.protocol}; full ranking over all "
+                              f"{split.train.n_items} catalogue items; {repeats_note(repeats)}; "
+                              f"text encoder {encoder}", machine=machine_description(), command=command)
+    # rows of models not re-run are kept, with their commands and machine named (write_json)
+    payload = _read(write_json(payload, order=ALL_MODELS))
     for m in models:
         hist = getattr(built[m], "history_", None)
         if hist:

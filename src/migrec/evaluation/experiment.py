@@ -36,14 +36,14 @@ class ExperimentResult:
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
-    def to_json(self, path, dataset: str | None = None, protocol: str | None = None,
-                machine: str | None = None, command: str | None = None) -> dict:
-        """Write {"dataset", "protocol", "repeats", "machine", "command", "rows": [...]}; NaN becomes
-        null. The protocol always names the history policy (appended when it does not say repeats=)."""
+    def document(self, dataset: str | None = None, protocol: str | None = None,
+                 machine: str | None = None, command: str | None = None) -> dict:
+        """{"dataset", "protocol", "repeats", "machine", "command", "rows": [...]}; NaN becomes null.
+        The protocol always names the history policy (appended when it does not say repeats=)."""
         protocol = self.protocol if protocol is None else protocol
         if "repeats=" not in protocol:
             protocol = "; ".join(p for p in (protocol, repeats_note(self.repeats)) if p)
-        doc = {
+        return {
             "dataset": self.dataset if dataset is None else dataset,
             "protocol": protocol,
             "repeats": self.repeats,
@@ -51,6 +51,11 @@ class ExperimentResult:
             "command": " ".join(sys.argv) if command is None else command,
             "rows": _clean(self.rows),
         }
+
+    def to_json(self, path, dataset: str | None = None, protocol: str | None = None,
+                machine: str | None = None, command: str | None = None) -> dict:
+        """Write `document(...)` to `path` and return it."""
+        doc = self.document(dataset, protocol, machine, command)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc, indent=2, allow_nan=False))
