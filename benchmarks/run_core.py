@@ -45,8 +45,8 @@ _SEQ_100K = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.5, lr=2e-3
 # blend then adds 0.7 % instead of 3.1 % (run_adaptation, drift-adaptation.json).
 # lr_decay=0.5 halves its learning rate after each epoch without a new best validation: on ML-1M
 # users 1-2999 (AVX2 CPU, fp32) test NDCG@10 0.1874 after 19 epochs / 609 s against 0.1865 after 26 /
-# 872 s without (multi-interest.json's interest row, same parameters otherwise). ml-1m-full.json and
-# drift-adaptation.json were measured before it was added.
+# 872 s without (multi-interest.json's interest row, same parameters otherwise). ml-1m-full.json,
+# drift-adaptation.json, time-to-quality.json and multi-interest.json were measured before it was added.
 _SEQ_1M = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.2, lr=2e-3, batch_size=32,
                epochs=200, patience=4, precision="auto", progress=False, max_train_seconds=3600)
 _INTEREST_1M = dict(_SEQ_1M, normalize=False, temperature=1.0, recency=True, lr_decay=0.5)

@@ -635,6 +635,8 @@ def test_lr_decay_lowers_the_rate_after_each_epoch_without_a_new_best(fitted, cy
     assert {r["lr"] for r in model.history_} == {1e-3}
     with pytest.raises(ValueError, match="lr_decay must be None or a factor in \\(0, 1\\), not 1.5"):
         model.set_params(lr_decay=1.5).fine_tune(cycle.train, cycle.valid)
+    with pytest.raises(ValueError, match="lr_decay must be None or a factor in \\(0, 1\\), not 'half'"):
+        model.set_params(lr_decay="half").fine_tune(cycle.train, cycle.valid)
 
 
 @pytest.mark.parametrize("name", list(MODELS))

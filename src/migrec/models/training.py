@@ -246,7 +246,7 @@ class SequenceTrainer:
     def fit(self, train, valid=None, trainable: str = "all"):
         """Train on every window of `train` with early stopping on `valid` (if given; rank 0's counts)."""
         m = self.model
-        if m.lr_decay is not None and not 0 < m.lr_decay < 1:
+        if m.lr_decay is not None and not (isinstance(m.lr_decay, (int, float)) and 0 < m.lr_decay < 1):
             raise ValueError(f"lr_decay must be None or a factor in (0, 1), not {m.lr_decay!r}")
         windows = WindowIndex(train.sequences, m.max_len)
         if len(windows) == 0:
