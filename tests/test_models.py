@@ -204,6 +204,24 @@ def test_score_agrees_with_score_histories(fitted, cycle, name):
     np.testing.assert_allclose(got, full[:, items], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["sasrec", "interest-id"])
+def test_scoring_in_parts_matches_one_pass(fitted, cycle, name, monkeypatch):
+    """score_histories / interest_vectors run the transformer INFERENCE_ROWS histories at a time:
+    the parts, each padded to its own longest history, give the scores of one pass over all."""
+    from migrec.models import sequential
+
+    model, _ = fitted(name)
+    hists = [cycle.train.sequences[u] for u in range(N_USERS)]
+    monkeypatch.setattr(sequential.SequentialRecommender._newest_parts, "__defaults__", (N_USERS,))
+    whole, vectors = model.score_histories(hists), model.interest_vectors(hists)
+    monkeypatch.setattr(sequential.SequentialRecommender._newest_parts, "__defaults__", (3,))
+    parts = model.score_histories(hists)
+    assert parts.shape == whole.shape == (N_USERS, N_ITEMS)
+    np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.interest_vectors(hists), vectors, rtol=1e-5, atol=1e-5)
+    assert model.score_histories([]).shape == (0, N_ITEMS)
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_save_load_round_trip(fitted, cycle, tmp_path, name):
     model, _ = fitted(name)
