@@ -45,11 +45,33 @@ def command_history(earlier: str, command: str) -> str:
     return " ; then ".join(parts + [command])
 
 
-def machine_history(earlier: str, machine: str, models) -> str:
-    """The machine of a results file whose kept rows may come from another machine than `models`' rows."""
-    if not earlier or earlier == machine:
-        return machine
-    return f"rows {', '.join(sorted(models))}: {machine} | earlier rows: {earlier}"
+def row_machines(machine: str, models) -> dict:
+    """Model -> the machine that made its row, read from a results file's `machine` (one machine, or
+    "rows a, b: M1 | rows c: M2" as machine_history writes it; older files nest "earlier rows: ...")."""
+    out: dict = {}
+    for part in machine.split(" | "):
+        part = part.removeprefix("earlier rows: ")
+        names, sep, rest = part.partition(": ")
+        if part.startswith("rows ") and sep:
+            for name in names[len("rows "):].split(", "):
+                out.setdefault(name, rest)
+        else:                                   # a plain machine: every row not yet named
+            for name in models:
+                out.setdefault(name, part)
+    return out
+
+
+def machine_history(earlier: str, kept_models, machine: str, models) -> str:
+    """The machine of a results file whose kept rows may come from other machines than `models`'
+    rows: each machine once, with the rows it made ("rows a, b: M1 | rows c: M2")."""
+    known = row_machines(earlier, kept_models) if earlier else {}
+    made = {**{m: known.get(m, "unknown machine") for m in kept_models}, **{m: machine for m in models}}
+    groups: dict = {}
+    for name, where in made.items():
+        groups.setdefault(where, []).append(name)
+    if len(groups) == 1:
+        return next(iter(groups))
+    return " | ".join(f"rows {', '.join(sorted(names))}: {where}" for where, names in groups.items())
 
 
 def write_json(payload: dict, order: list[str] | None = None, finalize=None, kept_machine: bool = True) -> Path:
@@ -68,7 +90,8 @@ def write_json(payload: dict, order: list[str] | None = None, finalize=None, kep
     if kept and previous.get("command"):     # the kept rows came from earlier commands: name them too
         payload = {**payload, "command": command_history(previous["command"], payload["command"])}
     if kept and kept_machine:                # ... and maybe from another machine
-        payload = {**payload, "machine": machine_history(previous.get("machine", ""), payload["machine"], new)}
+        payload = {**payload, "machine": machine_history(previous.get("machine", ""), [r["model"] for r in kept],
+                                                         payload["machine"], new)}
     if finalize is not None:
         rows = finalize(rows)
     if order:
