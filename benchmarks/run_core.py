@@ -45,10 +45,12 @@ _SEQ_100K = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.5, lr=2e-3
 # blend then adds 0.7 % instead of 3.1 % (run_adaptation, drift-adaptation.json).
 # lr_decay=0.5 halves its learning rate after each epoch without a new best validation: on ML-1M
 # users 1-2999 (AVX2 CPU, fp32) test NDCG@10 0.1874 after 19 epochs / 609 s against 0.1865 after 26 /
-# 872 s without (multi-interest.json's interest row, same parameters otherwise). ml-1m-full.json,
-# drift-adaptation.json, time-to-quality.json and multi-interest.json were measured before it was added.
+# 872 s without (multi-interest.json's interest row, same parameters otherwise). drift-adaptation.json,
+# time-to-quality.json and multi-interest.json were measured before it was added.
 # On a Zen 5 (AVX-512 bf16, so bf16): 0.1865 after 19 epochs / 371 s, peak 1,018 MB, SASRec 0.1747 after
-# 27 / 392 s, 978 MB (ml-1m-u3k.json; the kernel-cache bound and scoring in parts halved the peaks).
+# 27 / 392 s, 978 MB (ml-1m-u3k.json; the kernel-cache bound and scoring in parts halved the peaks);
+# all 6,040 users (ml-1m-full.json): 0.1873 after 26 epochs / 890 s (0.1836 without recency and
+# lr_decay, Zen 4), SASRec 0.1784 after 28 / 706 s, both peaking at 1.36 GB (2.3-2.6 GB before).
 _SEQ_1M = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.2, lr=2e-3, batch_size=32,
                epochs=200, patience=4, precision="auto", progress=False, max_train_seconds=3600)
 _INTEREST_1M = dict(_SEQ_1M, normalize=False, temperature=1.0, recency=True, lr_decay=0.5)
