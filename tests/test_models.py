@@ -616,6 +616,30 @@ def test_softmax_over_seen_never_trains_against_unseen_items(topics, negatives):
         SASRec(softmax_over="sometimes", **SMALL).fit(topics.train)
 
 
+@pytest.mark.parametrize("normalize", [False, True])
+def test_the_sampled_softmax_loss_is_cross_entropy_over_its_candidates(topics, normalize):
+    """negatives=N: the loss (fused, never holding the [targets x candidates] logits) and its
+    gradients equal plain cross-entropy over the model's similarity to the batch's candidates."""
+    from migrec.models.training import SequenceTrainer, WindowArray, training_windows
+
+    model = InterestModel(use_id=True, experts=2, epochs=1, negatives=6, normalize=normalize, temperature=0.2,
+                          **SMALL).fit(topics.train)
+    trainer = SequenceTrainer(model)
+    trainer._softmax_items(topics.train.item_counts() > 0)
+    batch = torch.from_numpy(WindowArray(training_windows(topics.train.sequences, model.max_len)).cut(np.arange(8)))
+    seq, target = batch[:, :-1], batch[:, 1:]
+    keep = target > 0
+    drawn = trainer.pool[:6]
+    params = [p for p in model.net_.parameters() if p.requires_grad]
+    model.net_.eval()                                 # no dropout: both passes see the same network
+    fused = trainer._step()(batch, None, drawn)
+    queries, candidates, labels = trainer._sampled(seq, target[keep], keep, drawn)
+    plain = torch.nn.functional.cross_entropy(model.similarity(queries, candidates), labels, reduction="sum")
+    assert float(fused.detach()) == pytest.approx(float(plain.detach()), rel=1e-5)
+    for a, b in zip(torch.autograd.grad(fused, params), torch.autograd.grad(plain, params)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["sasrec", "interest-id"])
 def test_fine_tune_items_changes_only_item_parameters(fitted, cycle, name):
     model = fitted(name)[0].clone().set_params(epochs=2, patience=2)

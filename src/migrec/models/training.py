@@ -28,7 +28,6 @@ import time
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .. import hardware
@@ -166,14 +165,14 @@ class _Objective(nn.Module):
         keep = target > 0  # right padding: a real target always follows a real input
         with torch.autocast(m.device_.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
             if m.negatives:
-                logits, labels = t._sampled_logits(seq, target[keep], keep, drawn, all_targets)
+                queries, candidates, labels = t._sampled(seq, target[keep], keep, drawn, all_targets)
+                bias = None
             else:
                 table = m.net_["item_table"]()
                 queries = m.training_queries(table[seq], keep, table[target[keep]])
-                labels = target[keep] - 1
-                # the fused loss: logits never whole (queries [n, H], or [n, K, H] scored by the best)
-                return fused_cross_entropy(*m.factors(queries, table[1:]), labels, t.excluded)
-        return F.cross_entropy(logits.float(), labels, reduction="sum")
+                candidates, labels, bias = table[1:], target[keep] - 1, t.excluded
+            # the fused loss: logits never whole (queries [n, H], or [n, K, H] scored by the best)
+            return fused_cross_entropy(*m.factors(queries, candidates), labels, bias)
 
 
 class _FusedCrossEntropy(torch.autograd.Function):
@@ -427,8 +426,9 @@ class SequenceTrainer:
             total, count = distributed.all_sum([total, count], m.device_)
         return total / max(count, 1)
 
-    def _sampled_logits(self, seq, target, keep, drawn, all_targets=None):
-        """Logits over the global batch's targets + the drawn negatives; only their table rows are built.
+    def _sampled(self, seq, target, keep, drawn, all_targets=None):
+        """The queries, the candidate rows (the global batch's targets + the drawn negatives; only
+        their table rows are built) and each target's place among them.
 
         Table indices are item+1 (0 = padding). The adapter then runs on a few thousand
         rows per batch instead of the whole catalogue.
@@ -439,5 +439,4 @@ class SequenceTrainer:
         local = m.net_["item_table"](rows)
         interest = m.training_queries(local[torch.searchsorted(rows, seq.contiguous())], keep,
                                       local[torch.searchsorted(rows, target)])
-        logits = m.similarity(interest, local[torch.searchsorted(rows, cand)])
-        return logits, torch.searchsorted(cand, target)
+        return interest, local[torch.searchsorted(rows, cand)], torch.searchsorted(cand, target)
