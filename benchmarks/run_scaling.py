@@ -338,7 +338,6 @@ def main(argv=None) -> None:
         # written after every point, so an interrupted run keeps what it measured
         out = write_json({"dataset": "scaling", "protocol": protocol, "machine": machine_description(),
                           "command": command, "rows": rows}, order=order + [f"als/{o}" for o in order])
-        command = json.loads(out.read_text())["command"]    # names the earlier command once, not per point
     checks = ratios(rows, args.scales)
     say(json.dumps(checks, indent=1))
     if args.no_write:

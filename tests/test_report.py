@@ -24,6 +24,9 @@ def test_each_machine_is_named_once_with_the_rows_it_made(tmp_path, monkeypatch)
     first = json.loads((tmp_path / "d.json").read_text())
     assert first["machine"] == "rows a, c: Zen 4; CPU flags: avx512_bf16 | rows b: Zen 3"
     assert [r["model"] for r in first["rows"]] == ["a", "c", "b"] and first["command"] == "run A ; then run B"
+    # a run that writes after every row (run_scaling) names its command once, however often it writes
+    _report.write_json({**doc, "command": "run B", "machine": "Zen 3", "rows": [_row("b", 0.26)]})
+    assert json.loads((tmp_path / "d.json").read_text())["command"] == "run A ; then run B"
     # a third run on a third machine replaces b's and a's rows: Zen 3 made no row any more
     _report.write_json({**doc, "command": "run C", "machine": "Zen 5", "rows": [_row("a", 0.15), _row("b", 0.3)]})
     third = json.loads((tmp_path / "d.json").read_text())
