@@ -55,7 +55,7 @@ _SEQ_1M = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.2, lr=2e-3, 
                epochs=200, patience=4, precision="auto", progress=False, max_train_seconds=3600)
 # hidden 128 (twice SASRec's): on ML-1M users 1-2999 (Zen 5, bf16) test NDCG@10 0.1918 after
 # 19 epochs / 552 s, peak 1,156 MB (ml-1m-u3k.json), against 0.1865 / 371 s / 1,018 MB at hidden 64
-# (a second run at 128 outside run_core gave 0.1923); ml-1m-full.json was measured at 64.
+# (a second run at 128 outside run_core gave 0.1923).
 _INTEREST_1M = dict(_SEQ_1M, hidden=128, normalize=False, temperature=1.0, recency=True, lr_decay=0.5)
 PARAMS = {
     "ml-100k": {"sasrec": _SEQ_100K, "interest-text": _SEQ_100K, "interest-text+id": _SEQ_100K,
@@ -63,8 +63,8 @@ PARAMS = {
     "ml-1m-u3k": {"sasrec": _SEQ_1M, "interest-text": _SEQ_1M, "interest-text+id": _INTEREST_1M,
                   "als": dict(factors=64, regularization=0.05, alpha=10.0), "itemknn": dict(neighbors=100)},
     # all 6,040 users (seqrec-benchmark's 5-core conversion, titles only): comparable with published figures
-    # SASRec at hidden 128 on all 6,040 users: test NDCG@10 0.1853 after 24 epochs / 976 s, peak 1,238 MB
-    # (Zen 5, bf16), against 0.1784 at 64; the interest row there was measured at 64 (0.1873)
+    # SASRec at hidden 128 here: test NDCG@10 0.1853 after 24 epochs / 976 s, peak 1,238 MB (Zen 5, bf16),
+    # against 0.1784 at 64 (see above); ml-1m-full.json's interest row was measured at hidden 64, not 128
     "ml-1m-full": {"sasrec": dict(_SEQ_1M, hidden=128), "interest-text": _SEQ_1M, "interest-text+id": _INTEREST_1M,
                    "als": dict(factors=64, regularization=0.05, alpha=10.0), "itemknn": dict(neighbors=100)},
 }
