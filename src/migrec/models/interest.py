@@ -5,6 +5,13 @@ mixture-of-experts whitening adapter, optionally plus an item-ID embedding. The 
 interest vector f(u) is the transformer output at the newest position and an item's
 score is f(u)·e(i) / temperature. Items with no training events keep a zero ID part, so
 they are scored from their text alone — a new catalogue item is recommendable at once.
+
+With `text_layers=k` the sentence model's top k layers train too (models.text_tower, over
+the lower layers' token states kept once: `train.item_states`, from
+migrec.encoders.encode_lower_states). A step refreshes at most `text_rows` items' vectors
+with gradients; the others come from a table refreshed before each evaluation. After `fit`
+the tuned vectors replace the frozen ones (the fitted model stays a plain text table), and
+`text_encoder()` encodes new items into that tuned space.
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from torch import nn
 from .artifact import check_encoder
 from .incremental import vectors_for
 from .sequential import SequentialRecommender
+from .text_tower import TextTower
 
 
 class MoEAdapter(nn.Module):
@@ -46,9 +54,11 @@ class TextItemTable(nn.Module):
 
     def __init__(self, text: np.ndarray, seen: np.ndarray, hidden: int, experts: int, dropout: float,
                  use_id: bool, domains: np.ndarray | None = None, n_domains: int = 0, id_dropout: float = 0.0,
-                 centre_domains: bool = False):
+                 centre_domains: bool = False, tower: TextTower | None = None, tower_rows: int = 512):
         super().__init__()
         self.id_dropout = id_dropout
+        # tower: the sentence model's trainable top; `text` then holds its latest output per row
+        self.tower, self.tower_rows, self.stale = tower, tower_rows, False
         text = torch.as_tensor(text, dtype=torch.float32)
         self.centred = domains is not None and centre_domains
         if self.centred:
@@ -77,7 +87,7 @@ class TextItemTable(nn.Module):
         """Rows for table indices `index` (all rows if None); row 0 (padding) is zero."""
         if index is None:
             index = torch.arange(len(self.text), device=self.text.device)
-        text = self.text[index]
+        text = self.text[index] if self.tower is None else self._tuned_text(index)
         table = self.adapter(text)
         if self.domain_adapter is not None:
             dom = self.domain[index]
@@ -94,6 +104,27 @@ class TextItemTable(nn.Module):
                 seen = seen * (torch.rand_like(seen) >= self.id_dropout)
             table = table + self.ids(index) * seen[:, None]
         return table * (index > 0)[:, None].to(table.dtype)
+
+    def _tuned_text(self, index: torch.Tensor) -> torch.Tensor:
+        """Text rows from the tower: while training, up to `tower_rows` of the rows asked for are
+        recomputed (with gradients) and the rest read from `text`; in eval, `text` is brought up
+        to date first."""
+        if not self.training:
+            if self.stale:
+                with torch.no_grad():
+                    self.text[1:] = self.tower.all_rows().to(self.text.dtype)
+                self.stale = False
+            return self.text[index]
+        self.stale = True
+        rows = torch.unique(index)
+        rows = rows[rows > 0]
+        if len(rows) > self.tower_rows:
+            rows = rows[torch.randperm(len(rows), device=rows.device)[: self.tower_rows]]
+        fresh = self.tower(rows)
+        full = self.text.detach().clone().index_put((rows,), fresh.to(self.text.dtype))
+        with torch.no_grad():
+            self.text[rows] = fresh.detach().to(self.text.dtype)
+        return full[index]
 
     def add_items(self, text: torch.Tensor, domains: torch.Tensor | None = None) -> None:
         """Append text-only items (no ID part) without touching the learnt weights."""
@@ -125,12 +156,16 @@ class InterestModel(SequentialRecommender):
 
     def __init__(self, use_id: bool = True, experts: int = 8, adapter_dropout: float = 0.2,
                  temperature: float = 0.07, normalize: bool = True, domain_adapters: bool = False,
-                 id_dropout: float = 0.0, softmax_over: str = "seen", centre_domains: bool = False, **kw):
+                 id_dropout: float = 0.0, softmax_over: str = "seen", centre_domains: bool = False,
+                 text_layers: int = 0, text_lr: float = 1e-4, text_rows: int = 512, **kw):
         super().__init__(temperature=temperature, normalize=normalize, softmax_over=softmax_over, **kw)
         self.use_id, self.experts, self.adapter_dropout = use_id, experts, adapter_dropout
         self.domain_adapters = domain_adapters  # per-domain residual adapter + embedding (catalogue "domain")
         self.id_dropout = id_dropout  # share of items trained without their ID part (cold-item robustness)
         self.centre_domains = centre_domains  # subtract each domain's mean text vector (domain_adapters only)
+        # text_layers=k: fine-tune the sentence model's top k layers (needs train.item_states) at
+        # learning rate text_lr, recomputing at most text_rows items' vectors per step
+        self.text_layers, self.text_lr, self.text_rows = text_layers, text_lr, text_rows
 
     def _prepare_items(self, train) -> None:
         if getattr(train, "item_vectors", None) is None:
@@ -140,17 +175,94 @@ class InterestModel(SequentialRecommender):
             raise ValueError(f"item_vectors has {len(train.item_vectors)} rows for {train.n_items} items")
         self.text_vectors_ = np.asarray(train.item_vectors, dtype=np.float32)
         self.encoder_ = {"model_id": getattr(train, "encoder", None), "dim": int(self.text_vectors_.shape[1])}
+        self.__dict__.pop("_lower", None)
+        self.__dict__.pop("text_tower_", None)
+        if self.text_layers:
+            self._lower = self._lower_states(train)
         if self.domain_adapters:
             if "domain" not in train.catalogue.columns:
                 raise ValueError("domain_adapters=True needs a 'domain' column in the catalogue")
             names, codes = np.unique(train.catalogue["domain"].astype(str).to_numpy(), return_inverse=True)
             self.domain_names_, self.item_domains_ = names.tolist(), codes.astype(np.int64)
 
+    def _lower_states(self, train):
+        states = getattr(train, "item_states", None)
+        if states is None:
+            raise ValueError(f"text_layers={self.text_layers} needs train.item_states: the sentence model's "
+                             "lower-layer states (migrec.encoders.encode_lower_states)")
+        if self.centre_domains:
+            raise ValueError("text_layers and centre_domains cannot be combined")
+        if len(states) != train.n_items or states.layers != self.text_layers:
+            raise ValueError(f"train.item_states holds {len(states)} items below {states.layers} layers; "
+                             f"this model needs {train.n_items} items below text_layers={self.text_layers}")
+        check_encoder(self.encoder_, states.encoder, "train.item_states")
+        return states
+
     def _build_items(self) -> nn.Module:
         codes = self.item_domains_ if self.domain_adapters else None
+        lower = self.__dict__.get("_lower")     # only while fitting: a fitted model keeps the tuned vectors
+        tower = TextTower(lower, self.text_layers) if lower is not None else None
         return TextItemTable(self.text_vectors_, self.seen_, self.hidden, self.experts, self.adapter_dropout,
                              self.use_id, codes, len(getattr(self, "domain_names_", [])), self.id_dropout,
-                             self.centre_domains)
+                             self.centre_domains, tower, self.text_rows)
+
+    def optimizer_groups(self, params: list, lr: float) -> list[dict]:
+        tower = self.net_["item_table"].tower
+        mine = {id(p) for p in tower.parameters()} if tower is not None else set()
+        groups = [{"params": [p for p in params if id(p) not in mine], "lr": lr},
+                  {"params": [p for p in params if id(p) in mine], "lr": self.text_lr}]
+        return [g for g in groups if g["params"]]
+
+    def fit(self, train, valid=None):
+        super().fit(train, valid)
+        if self.text_layers:
+            self._bake_text()
+        return self
+
+    def _bake_text(self) -> None:
+        """Put the tuned sentence vectors in place of the frozen ones and drop the tower and its states."""
+        from ..encoders.tuning import tuned_model_id
+
+        table = self.net_["item_table"]
+        table.eval()
+        text = table.tower.all_rows()
+        with torch.no_grad():
+            table.text[1:] = text
+        weights = {k: v.detach().cpu().float().numpy() for k, v in table.tower.top.layers.state_dict().items()}
+        lower = self.__dict__.pop("_lower")
+        self.text_vectors_ = text.cpu().numpy()
+        self.text_tower_ = weights
+        self.encoder_ = {"model_id": tuned_model_id(lower.encoder, self.text_layers, weights),
+                         "dim": int(self.text_vectors_.shape[1]), "tuned_from": lower.encoder,
+                         "sentence_model": lower.model, "normalize": bool(lower.normalize)}
+        table.tower = None
+        self.weights_changed()
+
+    def text_encoder(self, **kw):
+        """The encoder whose vectors match this model's item vectors: for a model fitted with
+        `text_layers`, the sentence model with its tuned top layers (migrec.encoders.TunedSentenceEncoder)."""
+        from ..encoders.tuning import TunedSentenceEncoder
+
+        self._check_fitted()
+        if getattr(self, "text_tower_", None) is None:
+            raise ValueError("this model's item vectors come from a frozen encoder: use that one "
+                             f"({self.encoder_['model_id']})")
+        return TunedSentenceEncoder(self.encoder_["sentence_model"], self.text_layers, self.text_tower_,
+                                    normalize=self.encoder_["normalize"], **kw)
+
+    # -- persistence: the tuned top layers' weights are arrays of their own ------------------------
+    _state_apart = SequentialRecommender._state_apart + ("text_tower_",)
+
+    def _state(self):
+        state, arrays, children = super()._state()
+        for k, v in (getattr(self, "text_tower_", None) or {}).items():
+            arrays[f"text_tower.{k}"] = v
+        return state, arrays, children
+
+    def _restore(self, state, arrays, children):
+        tower = {k[len("text_tower."):]: np.asarray(arrays.pop(k)) for k in list(arrays) if k.startswith("text_tower.")}
+        self.text_tower_ = tower or None
+        super()._restore(state, arrays, children)
 
     def trainable_groups(self, trainable: str) -> tuple:
         if trainable == "adapter":

@@ -90,6 +90,10 @@ class SequentialRecommender(Recommender):
             raise ValueError(f"trainable must be one of {sorted(groups)}, not {trainable!r}")
         return groups[trainable]
 
+    def optimizer_groups(self, params: list, lr: float) -> list[dict]:
+        """The optimiser's parameter groups for the trainable `params` (one group at `lr` here)."""
+        return [{"params": params, "lr": lr}]
+
     def _mark_seen(self, items: np.ndarray) -> None:
         """Items that now have training events (the softmax pool; InterestModel's ID parts)."""
         seen = self.seen_.copy()

@@ -297,8 +297,10 @@ class SequenceTrainer:
                 p.requires_grad_(True)
 
     def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
-        """AdamW, fused (one kernel per step for all parameters instead of a few ops per tensor)."""
-        return torch.optim.AdamW(params, lr=lr, weight_decay=self.model.weight_decay, fused=True)
+        """AdamW, fused (one kernel per step for all parameters instead of a few ops per tensor); the
+        model may give some parameters their own learning rate (`optimizer_groups`)."""
+        return torch.optim.AdamW(self.model.optimizer_groups(params, lr), lr=lr,
+                                 weight_decay=self.model.weight_decay, fused=True)
 
     def _only(self, trainable: str):
         return self._Only(self.model.net_, self.model.trainable_groups(trainable))
