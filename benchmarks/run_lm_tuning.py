@@ -41,13 +41,18 @@ def load(name: str, data: Path):
     return run_core.load(name, data)
 
 
+CAP = 3600   # a safety cap only (tuned epochs cost more): patience ends every run
+
+
 def params_for(name: str) -> dict:
     if name == "scientific":
-        return {k: v for k, v in INTEREST.items() if k != "use_id"}
-    return dict(run_core.PARAMS[name]["interest-text+id"])
+        params = {k: v for k, v in INTEREST.items() if k != "use_id"}
+    else:
+        params = dict(run_core.PARAMS[name]["interest-text+id"])
+    return {**params, "max_train_seconds": CAP}
 
 
-def run(name: str, data: Path, layers: list[int], with_frozen: bool, max_tokens: int) -> list[dict]:
+def run(name: str, data: Path, layers: list[int], with_frozen: bool, max_tokens: int, rows_per_step: int) -> list[dict]:
     split = pipeline.prepare_split(load(name, data), encoder="st")
     models = {}
     if with_frozen:
@@ -58,7 +63,7 @@ def run(name: str, data: Path, layers: list[int], with_frozen: bool, max_tokens:
         split.train.item_states = encode_lower_states(split.train.catalogue, "st", layers=k, max_tokens=max_tokens)
         lower_seconds = time.time() - started
         label = f"{name}/tuned-top{k}"
-        model = pipeline.build_model("interest-text+id", **params_for(name), text_layers=k)
+        model = pipeline.build_model("interest-text+id", **params_for(name), text_layers=k, text_rows=rows_per_step)
         result = Experiment(split, {label: model}, ks=(10, 20, 50), repeats="exclude").run()
         row, = result.rows
         row["train_seconds"] = round(row["train_seconds"] + lower_seconds, 2)
@@ -82,18 +87,20 @@ def main(argv=None) -> None:
     parser.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
     parser.add_argument("--layers", nargs="+", type=int, default=[1], help="top layers to fine-tune, one row each")
     parser.add_argument("--no-frozen", action="store_true", help="skip the frozen rows (kept from an earlier run)")
-    parser.add_argument("--max-tokens", type=int, default=128, help="tokens kept per item text")
+    parser.add_argument("--max-tokens", type=int, default=64, help="tokens kept per item text")
+    parser.add_argument("--text-rows", type=int, default=64, help="items whose vectors get gradients per step")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     command = "python benchmarks/run_lm_tuning.py " + " ".join(sys.argv[1:] if argv is None else argv)
     for name in args.datasets:
-        rows = run(name, Path(args.data), args.layers, not args.no_frozen, args.max_tokens)
+        rows = run(name, Path(args.data), args.layers, not args.no_frozen, args.max_tokens, args.text_rows)
         payload = {"dataset": "lm-tuning",
                    "protocol": f"test, leave-one-out, full ranking over each data set's catalogue; "
                                f"{repeats_note('exclude')}; text encoder st (all-MiniLM-L6-v2); tuned rows fine-tune "
                                f"the sentence model's top k layers over its lower layers' token states (item texts cut "
-                               f"to {args.max_tokens} tokens), at most 512 items' vectors recomputed per step, "
-                               f"text_lr 1e-4; train_seconds include the lower-layer pass",
+                               f"to {args.max_tokens} tokens), at most {args.text_rows} items' vectors recomputed per step, "
+                               f"text_lr 1e-4; train_seconds include the lower-layer pass; max_train_seconds {CAP} "
+                               f"(a safety cap; training_.stopped_by says what ended each run)",
                    "machine": machine_description(), "command": command.strip(), "rows": rows}
         write_json(payload)
     _chart(read(RESULTS / "lm-tuning.json"))

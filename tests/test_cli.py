@@ -178,3 +178,18 @@ def test_demo_runs_end_to_end(ml100k, tmp_path, capsys, monkeypatch):
     assert "Top-10 recommendations" in text and "most recent" in text and "Why #1" in text
     assert len(RANKED.findall(text)) == 10
     assert "[interest migration]" in text
+
+
+def test_train_fine_tunes_the_sentence_models_top_layer_when_asked(ml100k, tmp_path, capsys):
+    """`--param <model>.text_layers=1`: the CLI hands the model the lower layers' states; the saved
+    model's vectors are the tuned ones, under the tuned encoder's id."""
+    from migrec.encoders import make_encoder
+
+    fast = [a.replace("hashing:64", "st") for a in FAST]
+    main(["train", "--dataset", "ml-100k", "--path", ml100k, "--model", "interest-text+id", "--out",
+          str(tmp_path / "tuned"), "--cache", str(tmp_path / "cache"), "--param", "interest-text+id.text_layers=1",
+          "--param", "interest-text+id.batch_size=512"] + fast)
+    manifest = json.loads((tmp_path / "tuned" / "manifest.json").read_text())
+    assert manifest["params"]["text_layers"] == 1
+    assert manifest["encoder"]["model_id"].startswith(make_encoder("st").model_id + "+tuned1:")
+    assert manifest["encoder"]["tuned_from"] == make_encoder("st").model_id

@@ -46,6 +46,7 @@ from migrec.models.matrix_factorization import ALS, BPR
 from migrec.models.multi_interest import MultiInterestModel
 from migrec.models.popularity import Popularity
 from migrec.models.sasrec import SASRec
+from migrec.models.text_knn import TextNeighbours
 from migrec.registry import ARTIFACTS, load_model
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -152,6 +153,9 @@ CONTRACT_MODELS: list[Case] = [
          params_to_change={"window": 5}),
     Case("multi-interest", lambda: MultiInterestModel(n_interests=3, experts=2, **SEQ), "topics",
          params_to_change={"lr": 0.5}),
+    Case("interest-text+id:lm-tuned", lambda: InterestModel(use_id=True, experts=2, text_layers=1, text_rows=8, **SEQ),
+         "topics-minilm", params_to_change={"text_rows": 4}),
+    Case("text-knn", lambda: TextNeighbours(last=3), "topics", params_to_change={"last": 1}),
     Case("multi-interest:mix-forecast", lambda: MultiInterestModel(n_interests=3, mode="mix", mix_weights="forecast",
                                                                    forecast_every=3, experts=2, **SEQ), "topics",
          params_to_change={"mix_weights": "current"}),
@@ -177,9 +181,22 @@ CONTRACT_MODELS: list[Case] = [
 CASES = {c.name: c for c in CONTRACT_MODELS}
 IDS = list(CASES)
 TORCH_MODELS = ["sasrec", "interest-text", "interest-text+id", "interest-text+id:alibi", "interest-text+id:window",
-                "multi-interest", "multi-interest:mix-forecast"]
+                "interest-text+id:lm-tuned", "multi-interest", "multi-interest:mix-forecast"]
 
-DATA = {"cycle": cycle_split, "topics": topic_split, "domains": domain_split,
+
+def minilm_topic_split():
+    """topic_split with MiniLM vectors and the lower-layer states a top-layer fine-tuning needs."""
+    from migrec.encoders import SentenceTransformerEncoder, encode_catalogue
+    from migrec.encoders.tuning import encode_lower_states
+
+    split = topic_split()
+    encoder = SentenceTransformerEncoder(device="cpu", show_progress=False)
+    split.train.item_vectors = encode_catalogue(split.train.catalogue, encoder)
+    split.train.encoder = encoder.model_id
+    split.train.item_states = encode_lower_states(split.train.catalogue, encoder, layers=1)
+    return split
+
+DATA = {"cycle": cycle_split, "topics": topic_split, "topics-minilm": minilm_topic_split, "domains": domain_split,
         "domains-2": lambda: domain_split(seed=3)}   # data key -> generator of a Split (add wrappers' data here)
 
 

@@ -16,7 +16,7 @@ from .registry import LOADERS, MODELS, SEQUENTIAL, TEXT_MODELS
 
 log = logging.getLogger(__name__)
 __all__ = ["LOADERS", "MODELS", "SEQUENTIAL", "TEXT_MODELS", "load_dataset", "build_model", "attach_item_vectors",
-           "prepare_split", "cache_dir_for"]
+           "attach_item_states", "prepare_split", "cache_dir_for"]
 
 
 def load_dataset(kind: str, path: str | None = None, **kw) -> Dataset:
@@ -46,6 +46,16 @@ def attach_item_vectors(split: Split, encoder: str = "st", cache_dir=True, templ
     log.info("encoding %d items with %s", split.train.n_items, enc.model_id)
     split.train.item_vectors = encode_catalogue(split.train.catalogue, enc, template=template, cache_dir=cache_dir)
     split.train.encoder = enc.model_id
+    return split
+
+
+def attach_item_states(split: Split, layers: int, encoder: str = "st", template: str | None = None) -> Split:
+    """The sentence model's lower-layer token states, for an interest model that fine-tunes its top
+    `layers` layers (InterestModel(text_layers=layers)); one pass of the lower layers, not cached."""
+    from .encoders.tuning import encode_lower_states
+
+    log.info("lower-layer states of %d items below the top %d layers of %s", split.train.n_items, layers, encoder)
+    split.train.item_states = encode_lower_states(split.train.catalogue, encoder, layers=layers, template=template)
     return split
 
 

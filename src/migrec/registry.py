@@ -19,6 +19,7 @@ from .models.matrix_factorization import ALS, BPR
 from .models.multi_interest import MultiInterestModel
 from .models.popularity import Popularity
 from .models.sasrec import SASRec
+from .models.text_knn import TextNeighbours
 from .transfer.domains import DomainView
 from .transfer.emcdr import EMCDRMF
 from .transfer.mix import ValidatedMix
@@ -44,14 +45,15 @@ MODELS = {
     "interest-text": lambda **kw: InterestModel(use_id=False, **kw),
     "interest-text+id": lambda **kw: InterestModel(use_id=True, **kw),
     "multi-interest": MultiInterestModel,
+    "text-knn": TextNeighbours,
 }
 SEQUENTIAL = {"sasrec", "interest-text", "interest-text+id", "multi-interest"}
-TEXT_MODELS = {"interest-text", "interest-text+id", "multi-interest"}
+TEXT_MODELS = {"interest-text", "interest-text+id", "multi-interest", "text-knn"}
 
 # Saved artifact's "registry" field -> class. Only these can be loaded.
 ARTIFACTS: dict[str, type[Recommender]] = {klass.registry: klass for klass in (
-    Popularity, ItemKNN, ALS, BPR, SASRec, InterestModel, MultiInterestModel, DomainView, MappedUsers, EMCDRMF,
-    AdaptiveBlend, ValidatedMix)}
+    Popularity, ItemKNN, ALS, BPR, SASRec, InterestModel, MultiInterestModel, TextNeighbours, DomainView,
+    MappedUsers, EMCDRMF, AdaptiveBlend, ValidatedMix)}
 
 
 def load_model(path, expect: type | None = None, encoder: str | None = None) -> Recommender:

@@ -65,6 +65,16 @@ def make_split(args, dataset, need_text: bool):
                                   template=args.template, min_history=args.min_history)
 
 
+def attach_states_for(split, params: list[dict], args) -> None:
+    """Models that fine-tune the sentence model's top layers (`--param <model>.text_layers=k`) need the
+    lower layers' states; every such model in one command must tune the same number of layers."""
+    layers = {int(p["text_layers"]) for p in params if p.get("text_layers")}
+    if len(layers) > 1:
+        raise SystemExit(f"--param ...text_layers: one value for every model of a command, not {sorted(layers)}")
+    if layers:
+        pipeline.attach_item_states(split, layers.pop(), encoder=args.encoder, template=args.template)
+
+
 def model_params(name: str, args) -> dict:
     """Hyper-parameters for model `name` from the training flags and its `--param name.key=value`."""
     params: dict = {}

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import pipeline
-from .common import (DEFAULT_MODELS, command_line, data_args, encoder_args, load_data, make_split, model_params,
-                     train_args)
+from .common import (DEFAULT_MODELS, attach_states_for, command_line, data_args, encoder_args, load_data, make_split,
+                     model_params, train_args)
 
 DATA_FILE = "data.json"             # in a model folder: which data set the model was trained from
 CATALOGUE_FILE = "catalogue.parquet"  # in a model folder: the items (ids, titles, ...) for printing
@@ -114,7 +114,9 @@ def train_one(args) -> None:
     split = make_split(args, dataset, args.model in pipeline.TEXT_MODELS)
     if rank == 0:
         distributed.barrier()
-    model = pipeline.build_model(args.model, **model_params(args.model, args))
+    params = model_params(args.model, args)
+    attach_states_for(split, [params], args)
+    model = pipeline.build_model(args.model, **params)
     started = time.time()
     model.fit(split.train, split.valid)
     if rank > 0:
@@ -165,7 +167,9 @@ def cmd_evaluate(args) -> None:
         raise SystemExit(f"--models: unknown model {', '.join(map(repr, unknown))}; choose from {sorted(pipeline.MODELS)}")
     dataset = load_data(args)
     split = make_split(args, dataset, any(n in pipeline.TEXT_MODELS for n in names))
-    models = {n: pipeline.build_model(n, **model_params(n, args)) for n in names}
+    params = {n: model_params(n, args) for n in names}
+    attach_states_for(split, list(params.values()), args)
+    models = {n: pipeline.build_model(n, **params[n]) for n in names}
     result = Experiment(split, models, ks=tuple(args.k), item_vectors=split.train.item_vectors,
                         sampled_negatives=args.sampled, repeats=args.repeats).run()
     if args.out:

@@ -6,5 +6,7 @@ from .matrix_factorization import ALS, BPR
 from .multi_interest import MultiInterestModel
 from .popularity import Popularity
 from .sasrec import SASRec
+from .text_knn import TextNeighbours
 
-__all__ = ["Recommender", "Popularity", "ItemKNN", "ALS", "BPR", "SASRec", "InterestModel", "MultiInterestModel"]
+__all__ = ["Recommender", "Popularity", "ItemKNN", "ALS", "BPR", "SASRec", "InterestModel", "MultiInterestModel",
+           "TextNeighbours"]

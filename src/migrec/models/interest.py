@@ -54,7 +54,7 @@ class TextItemTable(nn.Module):
 
     def __init__(self, text: np.ndarray, seen: np.ndarray, hidden: int, experts: int, dropout: float,
                  use_id: bool, domains: np.ndarray | None = None, n_domains: int = 0, id_dropout: float = 0.0,
-                 centre_domains: bool = False, tower: TextTower | None = None, tower_rows: int = 512):
+                 centre_domains: bool = False, tower: TextTower | None = None, tower_rows: int = 64):
         super().__init__()
         self.id_dropout = id_dropout
         # tower: the sentence model's trainable top; `text` then holds its latest output per row
@@ -157,7 +157,7 @@ class InterestModel(SequentialRecommender):
     def __init__(self, use_id: bool = True, experts: int = 8, adapter_dropout: float = 0.2,
                  temperature: float = 0.07, normalize: bool = True, domain_adapters: bool = False,
                  id_dropout: float = 0.0, softmax_over: str = "seen", centre_domains: bool = False,
-                 text_layers: int = 0, text_lr: float = 1e-4, text_rows: int = 512, **kw):
+                 text_layers: int = 0, text_lr: float = 1e-4, text_rows: int = 64, **kw):
         super().__init__(temperature=temperature, normalize=normalize, softmax_over=softmax_over, **kw)
         self.use_id, self.experts, self.adapter_dropout = use_id, experts, adapter_dropout
         self.domain_adapters = domain_adapters  # per-domain residual adapter + embedding (catalogue "domain")

@@ -14,6 +14,9 @@ Regimes (the InterestModel with domain adapters throughout):
                       interest vector is mapped to a target interest vector (EMCDR-style)
   transfer-mix        target-only's and the best other regime's scores mixed with a weight chosen
                       on validation (0 = target-only): never below target-only on validation (mix.py)
+  transfer-mix+text   transfer-mix mixed in turn with text neighbours (models.text_knn: the newest
+                      events' text similarity, no IDs, so items without events compete), the weight
+                      again chosen on validation (0 = transfer-mix)
 Baselines: popularity (target domain), sasrec (ID-only, target-only), emcdr-mf.
 A regime whose validation NDCG@10 is below target-only's is flagged as negative transfer, and
 every regime's test NDCG@10 is compared with target-only's case by case: the mean difference
@@ -37,6 +40,7 @@ from ..models.base import Recommender
 from ..models.interest import InterestModel
 from ..models.popularity import Popularity
 from ..models.sasrec import SASRec
+from ..models.text_knn import TextNeighbours
 from ..data.split import EvalSet
 from .domains import (DomainView, TransferTask, item_domains, restrict, restrict_histories, same_universe,
                       users_with)
@@ -45,8 +49,9 @@ from .mix import ValidatedMix
 
 log = logging.getLogger(__name__)
 REGIMES = ["target-only", "transfer-zero-shot", "transfer-adapter", "transfer-full", "transfer-joint",
-           "transfer-mapping", "transfer-mix"]
+           "transfer-mapping", "transfer-mix", "transfer-mix+text"]
 MIXED = ("transfer-zero-shot", "transfer-adapter", "transfer-full", "transfer-joint")   # transfer-mix picks one
+TEXT_GRID = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)   # text neighbours' share: small, finely
 BOOTSTRAP = 2000
 BASELINES = ["popularity", "sasrec", "emcdr-mf"]
 ALL = BASELINES + REGIMES
@@ -266,6 +271,13 @@ class TransferExperiment:
             return scorer, seconds + s2, max(peak, p2)
         if name == "transfer-mix":
             return self._mix()
+        if name == "transfer-mix+text":
+            mix, s1, p1 = self._mix()
+            text = TextNeighbours().fit(bank.train)
+            blend, s2, p2 = _timed(lambda: ValidatedMix(mix, text, candidates=task.candidates, grid=TEXT_GRID,
+                                                        repeats=self.repeats).fit(bank.train, task.valid))
+            blend.mixed_with_ = f"text-knn over transfer-mix ({mix.mixed_with_} at {mix.weight_})"
+            return blend, s1 + s2, max(p1, p2)
         raise ValueError(name)
 
     def _mix(self):
