@@ -441,13 +441,19 @@ def test_experiment_mixes_the_best_regime_and_reports_paired_intervals(world):
     task = _task(world)
     bank = ModelBank(task.train, dict(epochs=8, use_id=False, **SMALL)).add_valid(task)
     result = TransferExperiment(task, bank, models=["target-only", "transfer-zero-shot", "transfer-joint",
-                                                    "transfer-mix"], sampled_negatives=10).run()
+                                                    "transfer-mix", "transfer-mix+text"], sampled_negatives=10).run()
     rows = {r["model"]: r for r in result.rows}
     mix = rows["transfer-mix"]
     best = max(("transfer-zero-shot", "transfer-joint"), key=lambda n: rows[n]["metrics"]["valid:NDCG@10"])
     assert mix["mixed_with"] == best and 0.0 <= mix["mix_weight"] <= 1.0
     assert mix["metrics"]["valid:NDCG@10"] >= rows["target-only"]["metrics"]["valid:NDCG@10"] - 1e-12
     assert not mix["negative_transfer"]
+    # text neighbours mixed into transfer-mix: never below it on validation, the weight from its own grid
+    from migrec.transfer.regimes import TEXT_GRID
+
+    text = rows["transfer-mix+text"]
+    assert text["mix_weight"] in TEXT_GRID and text["mixed_with"].startswith(f"text-knn over transfer-mix ({best} at")
+    assert text["metrics"]["valid:NDCG@10"] >= mix["metrics"]["valid:NDCG@10"] - 1e-12
     for name in ("transfer-zero-shot", "transfer-joint", "transfer-mix"):
         m = rows[name]["metrics"]
         assert m["vs-target-only:NDCG@10"] == pytest.approx(m["NDCG@10"] - rows["target-only"]["metrics"]["NDCG@10"])
