@@ -454,6 +454,14 @@ def test_experiment_mixes_the_best_regime_and_reports_paired_intervals(world):
     text = rows["transfer-mix+text"]
     assert text["mix_weight"] in TEXT_GRID and text["mixed_with"].startswith(f"text-knn over transfer-mix ({best} at")
     assert text["metrics"]["valid:NDCG@10"] >= mix["metrics"]["valid:NDCG@10"] - 1e-12
+    from migrec.models.text_knn import TextNeighbours
+
+    blend, _, _ = TransferExperiment(task, bank, models=["transfer-zero-shot", "transfer-joint"]) \
+        .build("transfer-mix+text")
+    assert isinstance(blend.other, TextNeighbours) and blend.base.mixed_with_ == best
+    assert set(blend.valid_ndcg_) == {str(w) for w in TEXT_GRID}
+    assert blend.valid_ndcg_[str(blend.weight_)] == max(blend.valid_ndcg_.values()) == \
+        pytest.approx(text["metrics"]["valid:NDCG@10"])
     for name in ("transfer-zero-shot", "transfer-joint", "transfer-mix"):
         m = rows[name]["metrics"]
         assert m["vs-target-only:NDCG@10"] == pytest.approx(m["NDCG@10"] - rows["target-only"]["metrics"]["NDCG@10"])
