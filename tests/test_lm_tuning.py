@@ -151,7 +151,7 @@ def test_bad_tuning_setups_are_refused(topics):
     train = topics.train
     states = train.item_states
     try:
-        del train.item_states
+        train.item_states = None
         with pytest.raises(ValueError, match="item_states"):
             tuned_model(epochs=1).fit(train)
     finally:

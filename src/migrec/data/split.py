@@ -25,6 +25,9 @@ class TrainSet:
     timestamps: list | None = None  # list[np.ndarray[float64]] aligned with sequences
     item_vectors: np.ndarray | None = None  # [n_items, d] text vectors, set by an encoder
     encoder: str | None = None    # model id of the encoder that made item_vectors
+    # the sentence model's lower-layer token states (encoders.tuning.LowerStates), for a model that
+    # fine-tunes its top layers (InterestModel(text_layers=k)); set by pipeline.attach_item_states
+    item_states: object | None = None
 
     @property
     def n_users(self) -> int:

@@ -27,13 +27,14 @@ def restrict(train: TrainSet, keep: np.ndarray) -> TrainSet:
     seqs = [s[keep[s]] for s in train.sequences]
     times = None if train.timestamps is None else [t[keep[s]] for s, t in zip(train.sequences, train.timestamps)]
     return TrainSet(train.user_ids, train.item_ids, seqs, train.catalogue, times, train.item_vectors,
-                    train.encoder)
+                    train.encoder, train.item_states)
 
 
 def users_with(train: TrainSet, keep: np.ndarray) -> TrainSet:
     """Whole (mixed-domain) sequences of the users with at least one item where keep[item]."""
     seqs = [s if keep[s].any() else s[:0] for s in train.sequences]
-    return TrainSet(train.user_ids, train.item_ids, seqs, train.catalogue, None, train.item_vectors, train.encoder)
+    return TrainSet(train.user_ids, train.item_ids, seqs, train.catalogue, None, train.item_vectors, train.encoder,
+                    train.item_states)
 
 
 def restrict_histories(evalset: EvalSet, keep: np.ndarray) -> EvalSet:
