@@ -110,7 +110,7 @@ def main(argv=None) -> None:
 def _chart(payload: dict) -> None:
     from migrec.evaluation.plots import bar_chart
 
-    bar_chart(payload["rows"], RESULTS / "lm-tuning.png", metrics=("NDCG@10", "HR@10", "Recall@10"),
+    bar_chart(payload["rows"], RESULTS / "lm-tuning.png", metrics=("NDCG@10", "HR@10", "Recall@50"),
               title="frozen vs fine-tuned sentence model: test, full ranking")
 
 
