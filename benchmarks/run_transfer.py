@@ -77,6 +77,8 @@ def main(argv=None) -> None:
     parser.add_argument("--only", choices=["food-kitchen", "scientific"], default=None)
     parser.add_argument("--models", default=",".join(ALL))
     parser.add_argument("--max-train-seconds", type=float, default=600)
+    parser.add_argument("--text-layers", type=int, default=0,
+                        help="the interest models fine-tune MiniLM's top k layers (InterestModel(text_layers=k))")
     parser.add_argument("--save-dir", default=None, help="keep fitted models here and reuse them on a re-run")
     parser.add_argument("--repeats", default="exclude", choices=REPEATS,
                         help="history policy: exclude (every history item masked, a repeated target is a miss) "
@@ -86,6 +88,8 @@ def main(argv=None) -> None:
     command = "python benchmarks/run_transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)
     models = args.models.split(",")
     params = {"max_train_seconds": args.max_train_seconds}
+    if args.text_layers:
+        params["text_layers"] = args.text_layers
     data = Path(args.data)
     fk = load_amazon_food_kitchen(data / "amazon-food-kitchen")
     if args.only in (None, "food-kitchen"):

@@ -479,3 +479,19 @@ def test_experiment_mixes_the_best_regime_and_reports_paired_intervals(world):
     assert wide[2] - wide[1] > hi - lo                                # fewer cases, wider interval
     with pytest.raises(ValueError, match="equal-length"):
         paired_difference([1.0, 2.0], [1.0])
+
+
+def test_regimes_can_fine_tune_the_sentence_models_top_layer(world, tmp_path):
+    """run_transfer(params={"text_layers": 1}): every interest model of the bank trains MiniLM's top layer
+    (lower-layer states attached once), and fine-tuning a tuned source model accepts the target data."""
+    from migrec.transfer.run import run_transfer
+
+    data, _ = world
+    params = dict(SMALL, epochs=2, use_id=False, text_layers=1, text_rows=8)
+    result, = run_transfer(data, targets=["b"], models=["target-only", "transfer-full"], params=params,
+                           encoder="st", cache_dir=None, sampled_negatives=10, save_dir=tmp_path)
+    assert [r["model"] for r in result.rows] == ["target-only", "transfer-full"]
+    assert all(0.0 <= r["metrics"]["NDCG@10"] <= 1.0 for r in result.rows)
+    manifests = [json.loads(p.read_text()) for p in tmp_path.glob("*/manifest.json")]
+    assert len(manifests) == 3                    # target-only, the source model, its fine-tuned copy
+    assert all("+tuned1:" in m["encoder"]["model_id"] for m in manifests)

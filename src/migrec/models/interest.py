@@ -15,6 +15,8 @@ the tuned vectors replace the frozen ones (the fitted model stays a plain text t
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from torch import nn
@@ -218,6 +220,14 @@ class InterestModel(SequentialRecommender):
         if self.text_layers:
             self._bake_text()
         return self
+
+    def fine_tune(self, train, valid=None, trainable: str = "all"):
+        # a tuned model keeps its own (tuned) vectors: training data encoded by the frozen encoder it
+        # was tuned from are the same items, so they are accepted
+        info = self.encoder_info() or {}
+        if info.get("tuned_from") is not None and getattr(train, "encoder", None) == info["tuned_from"]:
+            train = dataclasses.replace(train, encoder=info["model_id"])
+        return super().fine_tune(train, valid, trainable)
 
     def _bake_text(self) -> None:
         """Put the tuned sentence vectors in place of the frozen ones and drop the tower and its states."""

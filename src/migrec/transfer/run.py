@@ -46,10 +46,17 @@ def run_transfer(dataset: Dataset, targets: list[str], source: list[str] | None 
         item_vectors = encode_catalogue(train.catalogue, made_by, cache_dir=cache_dir)
         train.encoder = made_by.model_id
     train.item_vectors = item_vectors
+    params = {**INTEREST, "seed": seed, **(params or {})}
+    if params.get("text_layers"):         # the interest models fine-tune the sentence model's top layers
+        from ..encoders import make_encoder
+        from ..encoders.tuning import encode_lower_states
+        if not encoder:
+            raise ValueError("text_layers needs the sentence encoder (encoder=...) for the lower-layer states")
+        train.item_states = encode_lower_states(train.catalogue, make_encoder(encoder), layers=params["text_layers"])
     for task in tasks[1:]:
         task.train = train        # identical by construction; one object keeps the bank's models valid
-    params = {**INTEREST, "seed": seed, **(params or {})}
-    sasrec = {k: v for k, v in params.items() if k not in ("use_id", "experts", "adapter_dropout", "id_dropout")}
+    sasrec = {k: v for k, v in params.items() if k not in ("use_id", "experts", "adapter_dropout", "id_dropout",
+                                                          "text_layers", "text_lr", "text_rows")}
     bank = ModelBank(train, params, {**sasrec, **(sasrec_params or {})}, {**FINETUNE, **(finetune or {})},
                      save_dir)
     for task in tasks + extra:
