@@ -65,7 +65,12 @@ def encode_catalogue(catalogue: pd.DataFrame, encoder: TextEncoder | str,
     """
     if isinstance(encoder, str):
         encoder = make_encoder(encoder)
+    return _with_cache(encoder, cache_dir).encode(item_texts(catalogue, template))
+
+
+def item_texts(catalogue: pd.DataFrame, template: ItemTextTemplate | str | None = None) -> list[str]:
+    """The catalogue's item texts as `template` (an ItemTextTemplate, a template string or None for
+    the default) renders them: what every encoder is given."""
     if template is None or isinstance(template, str):
         template = ItemTextTemplate(template) if template else ItemTextTemplate()
-    texts = template.render(catalogue)
-    return _with_cache(encoder, cache_dir).encode(texts)
+    return template.render(catalogue)

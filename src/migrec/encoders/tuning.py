@@ -89,7 +89,6 @@ def lower_states(texts: list[str], encoder: SentenceTransformerEncoder | None = 
     if not 1 <= layers <= n_layers:
         raise ValueError(f"layers must be in 1..{n_layers} for this model, not {layers}")
     device = next(bert.parameters()).device
-    tokens, lengths = [], []
     order = np.argsort([len(t) for t in texts], kind="stable")   # similar lengths per batch: less padding
     states = [None] * len(texts)
     bert.eval()
@@ -105,28 +104,22 @@ def lower_states(texts: list[str], encoder: SentenceTransformerEncoder | None = 
             counts = batch["attention_mask"].sum(1).cpu().numpy()
             for j, i in enumerate(rows):
                 states[i] = hidden[j, : counts[j]]
-    for s in states:
-        tokens.append(s)
-        lengths.append(len(s))
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in states])]).astype(np.int64)
     config = bert.config.to_dict()
     stack = torch.nn.ModuleList(bert.encoder.layer[n_layers - layers:])
     weights = {k: v.detach().cpu().float().numpy() for k, v in stack.state_dict().items()}
-    return LowerStates(np.concatenate(tokens) if tokens else np.zeros((0, bert.config.hidden_size), np.float16),
+    return LowerStates(np.concatenate(states) if states else np.zeros((0, bert.config.hidden_size), np.float16),
                        offsets, layers, config, weights, encoder.model_name, encoder.model_id, encoder.normalize)
 
 
 def encode_lower_states(catalogue, encoder: SentenceTransformerEncoder | str = "st", layers: int = 1,
                         template=None, max_tokens: int = 64) -> LowerStates:
     """`lower_states` of a catalogue's item texts, rendered as `encode_catalogue` renders them."""
-    from .factory import make_encoder
-    from .text import ItemTextTemplate
+    from .factory import item_texts, make_encoder
 
     if isinstance(encoder, str):
         encoder = make_encoder(encoder)
-    if template is None or isinstance(template, str):
-        template = ItemTextTemplate(template) if template else ItemTextTemplate()
-    return lower_states(template.render(catalogue), encoder, layers, max_tokens)
+    return lower_states(item_texts(catalogue, template), encoder, layers, max_tokens)
 
 
 class TunedSentenceEncoder(SentenceTransformerEncoder):

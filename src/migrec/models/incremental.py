@@ -15,6 +15,15 @@ import pandas as pd
 from ..data.schema import ITEM, TIME, USER
 
 
+def new_item_ids(model, item_ids) -> list[str]:
+    """`item_ids` as strings, refused when one is already in `model`'s catalogue or repeated (add_items)."""
+    item_ids = [str(i) for i in item_ids]
+    clash = [i for i, known in zip(item_ids, model.knows(item_ids)) if known]
+    if clash or len(set(item_ids)) < len(item_ids):
+        raise ValueError(f"items already known or repeated: {(clash or item_ids)[:5]}")
+    return item_ids
+
+
 def coerce_events(new_interactions: pd.DataFrame) -> pd.DataFrame:
     """Check the frame and return it in user-then-time order (file order breaks ties)."""
     if not isinstance(new_interactions, pd.DataFrame):

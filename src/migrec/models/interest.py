@@ -122,11 +122,14 @@ class TextItemTable(nn.Module):
         rows = rows[rows > 0]
         if len(rows) > self.tower_rows:
             rows = rows[torch.randperm(len(rows), device=rows.device)[: self.tower_rows]]
-        fresh = self.tower(rows)
-        full = self.text.detach().clone().index_put((rows,), fresh.to(self.text.dtype))
+        fresh = self.tower(rows).to(self.text.dtype)
+        slot = torch.full((len(self.text),), -1, dtype=torch.long, device=index.device)
+        slot[rows] = torch.arange(len(rows), device=index.device)
+        at = slot[index]                       # each asked-for row's place among the fresh ones, or -1
+        text = torch.where((at >= 0)[:, None], fresh[at.clamp(min=0)], self.text[index])
         with torch.no_grad():
-            self.text[rows] = fresh.detach().to(self.text.dtype)
-        return full[index]
+            self.text[rows] = fresh.detach()
+        return text
 
     def add_items(self, text: torch.Tensor, domains: torch.Tensor | None = None) -> None:
         """Append text-only items (no ID part) without touching the learnt weights."""

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from . import artifact
 from .base import Recommender
-from .incremental import coerce_events
+from .incremental import coerce_events, new_item_ids
 from .retrieval import DEFAULT_THRESHOLD
 from .training import SequenceTrainer, new_event_windows, replay_windows
 from .transformer import CausalTransformer, last_position, resolve_device, right_pad
@@ -239,10 +239,7 @@ class SequentialRecommender(Recommender):
     def add_items(self, item_ids, vectors=None, domains=None, encoder: str | None = None) -> None:
         """Add catalogue items after training; they are scorable at once (no retraining)."""
         self._check_fitted()
-        item_ids = [str(i) for i in item_ids]
-        clash = [i for i, known in zip(item_ids, self.knows(item_ids)) if known]
-        if clash or len(set(item_ids)) < len(item_ids):
-            raise ValueError(f"items already known or repeated: {(clash or item_ids)[:5]}")
+        item_ids = new_item_ids(self, item_ids)
         self._grow_items(item_ids, vectors, domains if domains is None else [str(d) for d in domains],
                          encoder)
         self._set_items(list(self.item_ids_) + item_ids)

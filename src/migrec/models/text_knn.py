@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..encoders.base import l2_normalize
 from .artifact import check_encoder
 from .base import Recommender
-from .incremental import vectors_for
+from .incremental import new_item_ids, vectors_for
 
 
 class TextNeighbours(Recommender):
@@ -41,10 +42,8 @@ class TextNeighbours(Recommender):
         if len(vectors) != train.n_items:
             raise ValueError(f"item_vectors has {len(vectors)} rows for {train.n_items} items")
         self._summarise(train)
-        vectors = np.asarray(vectors, dtype=np.float32)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        self.vectors_ = vectors / np.where(norms > 0, norms, 1.0)
-        self.encoder_ = {"model_id": getattr(train, "encoder", None), "dim": int(vectors.shape[1])}
+        self.vectors_ = l2_normalize(vectors)
+        self.encoder_ = {"model_id": getattr(train, "encoder", None), "dim": int(self.vectors_.shape[1])}
         return self
 
     def _queries(self, histories) -> np.ndarray:
@@ -70,13 +69,8 @@ class TextNeighbours(Recommender):
         """New catalogue items, known by their text vectors (from the same encoder)."""
         self._check_fitted()
         check_encoder(self.encoder_info(), encoder, "the new items' vectors")
-        item_ids = [str(i) for i in item_ids]
-        clash = [i for i, known in zip(item_ids, self.knows(item_ids)) if known]
-        if clash or len(set(item_ids)) < len(item_ids):
-            raise ValueError(f"items already known or repeated: {(clash or item_ids)[:5]}")
-        new = vectors_for(item_ids, vectors, self.vectors_.shape[1])
-        norms = np.linalg.norm(new, axis=1, keepdims=True)
-        self.vectors_ = np.vstack([self.vectors_, new / np.where(norms > 0, norms, 1.0)])
+        item_ids = new_item_ids(self, item_ids)
+        self.vectors_ = np.vstack([self.vectors_, l2_normalize(vectors_for(item_ids, vectors, self.vectors_.shape[1]))])
         self._set_items(list(self.item_ids_) + item_ids)
 
     def partial_fit(self, new_interactions, histories=None, **_):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -270,9 +271,9 @@ class TransferExperiment:
             s2, p2 = bank.cost(("interest", src), ("interest", tgt))
             return scorer, seconds + s2, max(peak, p2)
         if name == "transfer-mix":
-            return self._mix()
+            return self._mix
         if name == "transfer-mix+text":
-            mix, s1, p1 = self._mix()
+            mix, s1, p1 = self._mix
             text = TextNeighbours().fit(bank.train)
             blend, s2, p2 = _timed(lambda: ValidatedMix(mix, text, candidates=task.candidates, grid=TEXT_GRID,
                                                         repeats=self.repeats).fit(bank.train, task.valid))
@@ -280,9 +281,11 @@ class TransferExperiment:
             return blend, s1 + s2, max(p1, p2)
         raise ValueError(name)
 
+    @cached_property
     def _mix(self):
         """target-only mixed with the regime (of MIXED, among those this experiment runs, else all)
-        whose own validation NDCG@10 is best; the weight chosen on validation."""
+        whose own validation NDCG@10 is best; the weight chosen on validation. Built once:
+        transfer-mix+text mixes text neighbours into the same one."""
         task = self.task
         names = [n for n in MIXED if n in self.models] or list(MIXED)
         kw = dict(candidates=task.candidates, beyond=False, segments=False, repeats=self.repeats)
