@@ -30,7 +30,6 @@ def test_scores_are_the_decayed_cosine_to_the_newest_events(split):
     np.testing.assert_allclose(scores[1], unit @ unit[4], rtol=1e-5, atol=1e-6)
     assert not scores[2].any()                                   # nothing to be similar to
     # an item without events is scored like any other: its own text decides
-    assert model.recommend_history(["i4"], k=1)[0][0] in {f"i{j}" for j in range(12)}
     top = int(np.argmax(np.where(np.arange(12) == 4, -np.inf, unit @ unit[4])))
     assert model.recommend_history(["i4"], k=1)[0][0] == f"i{top}"
 

@@ -491,7 +491,6 @@ def test_regimes_can_fine_tune_the_sentence_models_top_layer(world, tmp_path):
     result, = run_transfer(data, targets=["b"], models=["target-only", "transfer-full"], params=params,
                            encoder="st", cache_dir=None, sampled_negatives=10, save_dir=tmp_path)
     assert [r["model"] for r in result.rows] == ["target-only", "transfer-full"]
-    assert all(0.0 <= r["metrics"]["NDCG@10"] <= 1.0 for r in result.rows)
     manifests = [json.loads(p.read_text()) for p in tmp_path.glob("*/manifest.json")]
     assert len(manifests) == 3                    # target-only, the source model, its fine-tuned copy
     assert all("+tuned1:" in m["encoder"]["model_id"] for m in manifests)
