@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from migrec.data import DataError, Dataset, make_catalogue, make_interactions
-from migrec.data.multidomain import combine, overlapping_users
+from migrec.data.multidomain import combine, hold_out_users, overlapping_users, sample_users
 from migrec.data.split import TrainSet
 from migrec.evaluation import evaluate
 from migrec.models.interest import InterestModel
@@ -494,3 +494,55 @@ def test_regimes_can_fine_tune_the_sentence_models_top_layer(world, tmp_path):
     manifests = [json.loads(p.read_text()) for p in tmp_path.glob("*/manifest.json")]
     assert len(manifests) == 3                    # target-only, the source model, its fine-tuned copy
     assert all("+tuned1:" in m["encoder"]["model_id"] for m in manifests)
+
+
+# -- many-domain pre-training data (benchmarks/run_pretrain.py) ----------------------------
+def test_combine_joins_every_parts_held_out_users(world):
+    data, _ = world
+    other = Dataset(make_interactions(["x", "x", "y", "y"], ["z1", "z2", "z1", "z2"], domain="c"),
+                    make_catalogue(["z1", "z2"], ["zed", "zee"], domain="c"), "c", {"heldout_users": {"valid": ["x"]}})
+    both = combine(data, other)
+    assert both.meta["heldout_users"]["valid"] == data.meta["heldout_users"]["valid"] + ["x"]
+    assert both.meta["heldout_users"]["test"] == data.meta["heldout_users"]["test"]
+    assert data.meta["heldout_users"]["valid"][-1] != "x"        # the part's own list is left alone
+
+
+def test_sample_users_draws_single_domain_users_per_domain(world):
+    data, _ = world
+    inter = data.interactions
+    only_a = sorted(u for u, d in inter.groupby("user_id")["domain"].agg(set).items() if d == {"a"})
+    sampled = sample_users(data, per_domain=5, domains=["a"], seed=1)
+    users_a = set(sampled.interactions.loc[sampled.interactions["domain"] == "a", "user_id"])
+    assert len(users_a) == 5 and users_a <= set(only_a)     # only users of domain a alone, 5 of them
+    b_events = inter[inter["domain"] == "b"]
+    kept_b = sampled.interactions[sampled.interactions["domain"] == "b"]
+    assert len(kept_b) == len(b_events)                      # domain b is not named: all its events stay
+    used = set(sampled.interactions["item_id"])
+    assert set(sampled.catalogue.loc[sampled.catalogue["domain"] == "a", "item_id"]) <= used
+    assert len(sampled.catalogue[sampled.catalogue["domain"] == "b"]) == 20
+    assert sample_users(data, 5, ["a"], seed=1).interactions.equals(sampled.interactions)
+    assert set(sample_users(data, 5, ["a"], seed=2).interactions["user_id"]) != set(sampled.interactions["user_id"])
+    assert sampled.meta["heldout_users"]["valid"] == [u for u in data.meta["heldout_users"]["valid"]
+                                                      if u in set(sampled.interactions["user_id"])]
+    with pytest.raises(ValueError, match="no events in domain"):
+        sample_users(data, 5, ["nope"])
+
+
+def test_held_out_source_users_validate_pre_training_without_leaking_into_it(world):
+    data, vectors = world
+    plain = Dataset(data.interactions, data.catalogue, "plain")        # b has no held-out users: leave-one-out
+    held = hold_out_users(plain, ["a"], valid=4, seed=0)
+    names = held.meta["heldout_users"]["valid"]
+    assert len(names) == 4 and all(u.startswith("a:") for u in names)   # users of domain a alone
+    target = make_task(held, target="b", cold_item_share=0.0)          # the target: leave-one-out within b
+    source = make_task(held, target="a", cold_item_share=0.0)          # the source: its held-out users
+    assert len(target.valid) > 0 and "leave-one-out" in target.protocol
+    assert len(source.valid) == 4 and len(source.test) == 0 and "held-out" in source.protocol
+    index = {u: i for i, u in enumerate(target.train.user_ids)}
+    for u, hist, tgt in zip(source.valid.users, source.valid.histories, source.valid.targets):
+        assert target.train.user_ids[u] in names and len(target.train.sequences[u]) == 0   # never trains
+        full = plain.interactions[plain.interactions["user_id"] == target.train.user_ids[u]]
+        assert len(hist) + 1 == len(full)                                  # last event = the target
+    assert all(len(target.train.sequences[index[u]]) for u in index if u.startswith("a:") and u not in names)
+    with pytest.raises(ValueError, match="fewer than"):
+        hold_out_users(plain, ["a"], valid=1000)
