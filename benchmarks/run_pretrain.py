@@ -15,13 +15,14 @@ adapters, the same settings as run_transfer.py), pre-trained on one source set:
 
 then, per target, zero-shot (target items known by text only), adapter fine-tuning (the text
 adapters only, UniSRec's parameter-efficient step) and full fine-tuning, against target-only
-and target-domain popularity; transfer-mix is the validation-chosen mix of target-only with
+target-domain popularity and text neighbours (the newest events' text
+similarity: no training at all, the floor zero-shot should clear); transfer-mix is the validation-chosen mix of target-only with
 the best of them (never below target-only on validation). Targets: Scientific and Steam
 (leave-one-out within the target, full ranking over its items; in no pre-training set), and
 with `--targets food,kitchen` also Food and Kitchen (their held-out users; the 2-domain model
 then saw the target domain, so only the 5-domain rows are transfer from elsewhere).
 
-Writes benchmarks/results/many-domain.json (rows `<target>/target-only`, `<target>/popularity`,
+Writes benchmarks/results/many-domain.json (rows `<target>/target-only`, `<target>/popularity`, `<target>/text-knn`,
 `<target>/<source>:<regime>`; `vs-target-only:NDCG@10` with a paired 95 % bootstrap interval)
 and many-domain.png, and regenerates benchmarks/RESULTS.md. Fitted models are kept in
 `--save-dir` and reused, so each pre-trained model trains once for every target.
@@ -67,7 +68,7 @@ def rows_for(result, target: str, source: str, first: bool) -> list[dict]:
     rows = []
     for r in result.rows:
         name = r["model"]
-        if name in ("target-only", "popularity"):
+        if name in ("target-only", "popularity", "text-knn"):
             if not first:
                 continue
             label = f"{target}/{name}"
@@ -119,7 +120,7 @@ def main(argv=None) -> None:
             if target in domains:
                 continue
             result, = run_transfer(dataset, targets=[target], source=domains, params=params, validate_on=domains,
-                                   models=["popularity", "target-only", *REGIMES], cold_item_share=0.0,
+                                   models=["popularity", "text-knn", "target-only", *REGIMES], cold_item_share=0.0,
                                    save_dir=save_dir, seed=args.seed)
             protocols[target] = result.task.protocol
             rows += rows_for(result, target, source, first=not any(r["model"] == f"{target}/target-only"

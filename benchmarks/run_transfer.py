@@ -28,7 +28,7 @@ from migrec.evaluation.plots import segment_chart  # noqa: E402
 from migrec.transfer import ALL, flag_negative_transfer  # noqa: E402
 from migrec.transfer.run import run_transfer  # noqa: E402
 
-ORDER = ["popularity", "sasrec", "emcdr-mf", "target-only", "transfer-zero-shot", "transfer-adapter",
+ORDER = ["popularity", "text-knn", "sasrec", "emcdr-mf", "target-only", "transfer-zero-shot", "transfer-adapter",
          "transfer-full", "transfer-joint", "transfer-mapping", "transfer-mix", "transfer-mix+text"]
 SEGMENTS = ["cold-users", "target-events:1-3", "target-events:4+", "cold-items", "warm-items"]
 

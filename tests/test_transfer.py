@@ -187,7 +187,7 @@ def test_cold_items_are_scored_by_text_and_new_items_are_recommendable_at_once(w
 def test_experiment_reports_regimes_and_flags_negative_transfer(world):
     task = _task(world)
     bank = ModelBank(task.train, dict(epochs=15, use_id=False, **SMALL)).add_valid(task)
-    result = TransferExperiment(task, bank, models=["popularity", "target-only", "transfer-zero-shot",
+    result = TransferExperiment(task, bank, models=["popularity", "text-knn", "target-only", "transfer-zero-shot",
                                                     "transfer-joint"], sampled_negatives=10).run()
     rows = {r["model"]: r for r in result.rows}
     # the flags are flag_negative_transfer's on these rows (its rule is tested on its own below)
@@ -202,6 +202,10 @@ def test_experiment_reports_regimes_and_flags_negative_transfer(world):
     assert m["cold-users:n"] == 24 and m["cold-items:n"] + m["warm-items:n"] == 24
     assert 0.0 <= m["sampled:NDCG@10"] <= 1.0 and m["NDCG@10"] > rows["popularity"]["metrics"]["NDCG@10"]
     assert "target-only" in result.to_markdown()
+    # text neighbours: no training, users walk within one topic and a topic's items share a text direction
+    knn = rows["text-knn"]
+    assert "negative_transfer" not in knn and knn["train_seconds"] < 5
+    assert knn["metrics"]["NDCG@10"] > 2 * rows["popularity"]["metrics"]["NDCG@10"]
 
 
 def test_negative_transfer_flag_compares_validation_ndcg():

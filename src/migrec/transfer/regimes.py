@@ -17,7 +17,8 @@ Regimes (the InterestModel with domain adapters throughout):
   transfer-mix+text   transfer-mix mixed in turn with text neighbours (models.text_knn: the newest
                       events' text similarity, no IDs, so items without events compete), the weight
                       again chosen on validation (0 = transfer-mix)
-Baselines: popularity (target domain), sasrec (ID-only, target-only), emcdr-mf.
+Baselines: popularity (target domain), text-knn (text neighbours of the newest events: no training,
+the zero-shot floor a pre-trained model should clear), sasrec (ID-only, target-only), emcdr-mf.
 A regime whose validation NDCG@10 is below target-only's is flagged as negative transfer, and
 every regime's test NDCG@10 is compared with target-only's case by case: the mean difference
 with a paired 95 % bootstrap interval (`paired_difference`; the test sets are small).
@@ -54,7 +55,7 @@ REGIMES = ["target-only", "transfer-zero-shot", "transfer-adapter", "transfer-fu
 MIXED = ("transfer-zero-shot", "transfer-adapter", "transfer-full", "transfer-joint")   # transfer-mix picks one
 TEXT_GRID = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)   # text neighbours' share: small, finely
 BOOTSTRAP = 2000
-BASELINES = ["popularity", "sasrec", "emcdr-mf"]
+BASELINES = ["popularity", "text-knn", "sasrec", "emcdr-mf"]
 ALL = BASELINES + REGIMES
 KS = (1, 5, 10, 50)
 
@@ -246,6 +247,8 @@ class TransferExperiment:
         src, tgt = tuple(sorted(task.source)), (task.target,)
         if name == "popularity":
             return _timed(lambda: Popularity().fit(bank.train))
+        if name == "text-knn":
+            return _timed(lambda: TextNeighbours().fit(bank.train))
         if name == "sasrec":
             return _timed(lambda: DomainView(SASRec(**bank.sasrec_params), task.target_mask, "sasrec")
                           .fit(bank.train, task.valid))
