@@ -84,6 +84,16 @@ def rows_for(result, target: str, source: str, first: bool) -> list[dict]:
     return rows
 
 
+def _param(text: str) -> tuple:
+    name, _, value = text.partition("=")
+    for kind in (int, float):
+        try:
+            return name, kind(value)
+        except ValueError:
+            pass
+    return name, {"True": True, "False": False}.get(value, value)
+
+
 def chart(rows: list, path: Path) -> None:
     """One cluster per target, one bar per (source, regime): test NDCG@10."""
     bars = {}
@@ -104,6 +114,10 @@ def main(argv=None) -> None:
     parser.add_argument("--heldout-per-domain", type=int, default=500)
     parser.add_argument("--max-train-seconds", type=float, default=1800,
                         help="safety cap per model (training stops by patience; the cap is reported if it fired)")
+    parser.add_argument("--regimes", default=",".join(REGIMES))
+    parser.add_argument("--pretrain-params", default="",
+                        help="overrides for the pre-trained models only, e.g. id_dropout=0.5 (rows then read "
+                             "`<target>/<source>[id_dropout=0.5]:<regime>`)")
     parser.add_argument("--save-dir", default=None, help="keep fitted models here and reuse them on a re-run")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -113,6 +127,8 @@ def main(argv=None) -> None:
     dataset = universe(data, args.users_per_domain, args.heldout_per_domain, args.seed)
     save_dir = Path(args.save_dir or tempfile.mkdtemp(prefix="migrec-pretrain-"))
     params = {"max_train_seconds": args.max_train_seconds}
+    pretrain = dict(_param(p) for p in args.pretrain_params.split(",") if p)
+    tag = "".join(f"[{k}={v}]" for k, v in sorted(pretrain.items()))
     rows, protocols = [], {}
     for target in args.targets.split(","):
         for k, source in enumerate(args.sources.split(",")):
@@ -120,10 +136,10 @@ def main(argv=None) -> None:
             if target in domains:
                 continue
             result, = run_transfer(dataset, targets=[target], source=domains, params=params, validate_on=domains,
-                                   models=["popularity", "text-knn", "target-only", *REGIMES], cold_item_share=0.0,
-                                   save_dir=save_dir, seed=args.seed)
+                                   models=["popularity", "text-knn", "target-only", *args.regimes.split(",")],
+                                   cold_item_share=0.0, save_dir=save_dir, seed=args.seed, pretrain=pretrain)
             protocols[target] = result.task.protocol
-            rows += rows_for(result, target, source, first=not any(r["model"] == f"{target}/target-only"
+            rows += rows_for(result, target, source + tag, first=not any(r["model"] == f"{target}/target-only"
                                                                       for r in rows))
             print(f"\n## {target} from {source}\n{result.to_markdown()}", flush=True)
     sizes = dataset.interactions.groupby("domain").agg(users=("user_id", "nunique"), events=("item_id", "size"))

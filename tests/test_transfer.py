@@ -550,3 +550,28 @@ def test_held_out_source_users_validate_pre_training_without_leaking_into_it(wor
     assert all(len(target.train.sequences[index[u]]) for u in index if u.startswith("a:") and u not in names)
     with pytest.raises(ValueError, match="fewer than"):
         hold_out_users(plain, ["a"], valid=1000)
+
+
+def test_pretrain_overrides_give_the_transfer_regimes_a_source_model_of_their_own(world, tmp_path, counted):
+    task = _task(world)
+    bank = ModelBank(task.train, dict(SMALL, epochs=3, use_id=True), pretrain={"id_dropout": 0.5},
+                     save_dir=tmp_path).add_valid(task)
+    experiment = TransferExperiment(task, bank, models=["target-only", "transfer-zero-shot", "transfer-full"],
+                                    sampled_negatives=10)
+    zero, seconds, _ = experiment.build("transfer-zero-shot")
+    key = ("pretrain", ("a",), "id_dropout=0.5")
+    assert bank.pretrained_key(["a"]) == key and zero is bank.models[key]
+    assert zero.id_dropout == 0.5 and zero.use_id and counted == {"fit": 1, "fine_tune": 0}
+    assert seconds == pytest.approx(bank.costs[key][0])
+    plain = bank.interest(("a",))                       # the shared single-domain model keeps the bank's params
+    assert plain is not zero and plain.id_dropout == 0.0 and counted["fit"] == 2
+    full, seconds, _ = experiment.build("transfer-full")
+    assert counted == {"fit": 2, "fine_tune": 1} and full.id_dropout == 0.5
+    assert seconds == pytest.approx(bank.costs[key][0] + bank.costs[bank.fine_tune_key(task, "all")][0])
+    assert bank.fine_tune_key(task, "all") == ("fine-tune", ("a",), "id_dropout=0.5", "b", "all")
+    assert {"pretrain_a_id_dropout=0.5", "fine-tune_a_id_dropout=0.5_b_all"} <= {p.name for p in tmp_path.iterdir()}
+    hists = task.test.histories[:6]
+    assert not np.allclose(zero.score_histories(hists), plain.score_histories(hists))
+    # without overrides the source model is the shared one (one fit serves both directions)
+    shared = ModelBank(task.train, dict(SMALL, epochs=3, use_id=True)).add_valid(task)
+    assert shared.pretrained(("a",)) is shared.interest(["a"])

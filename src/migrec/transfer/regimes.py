@@ -68,8 +68,11 @@ class ModelBank:
     """
 
     def __init__(self, train, params: dict | None = None, sasrec_params: dict | None = None,
-                 finetune: dict | None = None, save_dir=None):
+                 finetune: dict | None = None, save_dir=None, pretrain: dict | None = None):
         self.train, self.params = train, dict(params or {})
+        # overrides for the models pre-trained on a task's source domains (e.g. id_dropout, so that
+        # text-only rows carry the prediction); none: the source model is the shared single-domain one
+        self.pretrain = dict(pretrain or {})
         self.save_dir = None if save_dir is None else Path(save_dir)   # fitted models kept here, reused
         self.sasrec_params = dict(sasrec_params or self.params)
         self.finetune = dict(finetune or {})   # overrides while fine-tuning (e.g. a lower lr)
@@ -115,14 +118,33 @@ class ModelBank:
         return self._fit(("interest", domains), lambda: InterestModel(domain_adapters=True, **self.params),
                          restrict(self.train, keep), self.valid_for(domains))
 
+    def pretrained_key(self, domains) -> tuple:
+        domains = tuple(sorted(domains))
+        if not self.pretrain:
+            return ("interest", domains)
+        return ("pretrain", domains, ",".join(f"{k}={v}" for k, v in sorted(self.pretrain.items())))
+
+    def pretrained(self, domains) -> InterestModel:
+        """The model pre-trained on `domains` that transfer regimes start from: `interest(domains)`
+        itself, or with `pretrain` overrides a model of its own."""
+        key = self.pretrained_key(domains)
+        if key[0] == "interest":
+            return self.interest(domains)
+        keep = np.isin(item_domains(self.train), key[1])
+        return self._fit(key, lambda: InterestModel(domain_adapters=True, **{**self.params, **self.pretrain}),
+                         restrict(self.train, keep), self.valid_for(key[1]))
+
+    def fine_tune_key(self, task: TransferTask, trainable: str) -> tuple:
+        return ("fine-tune", *self.pretrained_key(task.source)[1:], task.target, trainable)
+
     def joint(self) -> InterestModel:
         """One model over every domain's (mixed) sequences."""
         return self._fit(("joint",), lambda: InterestModel(domain_adapters=True, **self.params),
                          self.train, _concat(list(self.valid.values())))
 
     def fine_tuned(self, task: TransferTask, trainable: str) -> InterestModel:
-        key = ("fine-tune", tuple(sorted(task.source)), task.target, trainable)
-        pretrained = self.interest(task.source)
+        key = self.fine_tune_key(task, trainable)
+        pretrained = self.pretrained(task.source)
 
         def fit():
             model = pretrained.clone().set_params(**self.finetune)
@@ -259,11 +281,11 @@ class TransferExperiment:
         if name == "target-only":
             return DomainView(bank.interest(tgt), task.target_mask, name), *bank.cost(("interest", tgt))
         if name == "transfer-zero-shot":
-            return bank.interest(src), *bank.cost(("interest", src))
+            return bank.pretrained(src), *bank.cost(bank.pretrained_key(src))
         if name in ("transfer-adapter", "transfer-full"):
             trainable = "adapter" if name == "transfer-adapter" else "all"
             model = bank.fine_tuned(task, trainable)
-            seconds, peak = bank.cost(("interest", src), ("fine-tune", src, task.target, trainable))
+            seconds, peak = bank.cost(bank.pretrained_key(src), bank.fine_tune_key(task, trainable))
             return model, seconds, peak
         if name == "transfer-joint":
             return bank.joint(), *bank.cost(("joint",))

@@ -27,13 +27,16 @@ def run_transfer(dataset: Dataset, targets: list[str], source: list[str] | None 
                  params: dict | None = None, sasrec_params: dict | None = None, finetune: dict | None = None,
                  encoder: str | None = "st", cache_dir=True, item_vectors=None, cold_item_share: float = 0.1,
                  sampled_negatives: int = 999, validate_on: list[str] | None = None, seed: int = 0,
-                 emcdr_params: dict | None = None, save_dir=None, repeats: str = "exclude") -> list[TransferResult]:
+                 emcdr_params: dict | None = None, save_dir=None, repeats: str = "exclude",
+                 pretrain: dict | None = None) -> list[TransferResult]:
     """Run the regimes for each target domain (source: every other domain unless given).
 
     repeats: the evaluator's history policy ("exclude" or "allow"; see migrec.evaluation.evaluator).
     validate_on: further domains whose held-out cases early-stop their single-domain
     models (e.g. "food", "kitchen" when only "scientific" is a target).
     save_dir: keep fitted models there; a later run with the same settings reuses them.
+    pretrain: parameter overrides for the models pre-trained on the source (e.g. {"id_dropout": 0.5});
+    the transfer regimes start from that model instead of the shared source-domain one.
     """
     tasks = [make_task(dataset, target=t, source=source, cold_item_share=cold_item_share, seed=seed)
              for t in targets]
@@ -58,7 +61,7 @@ def run_transfer(dataset: Dataset, targets: list[str], source: list[str] | None 
     sasrec = {k: v for k, v in params.items() if k not in ("use_id", "experts", "adapter_dropout", "id_dropout",
                                                           "text_layers", "text_lr", "text_rows")}
     bank = ModelBank(train, params, {**sasrec, **(sasrec_params or {})}, {**FINETUNE, **(finetune or {})},
-                     save_dir)
+                     save_dir, pretrain)
     for task in tasks + extra:
         bank.add_valid(task)
     results = []
