@@ -572,6 +572,9 @@ def test_pretrain_overrides_give_the_transfer_regimes_a_source_model_of_their_ow
     assert {"pretrain_a_id_dropout=0.5", "fine-tune_a_id_dropout=0.5_b_all"} <= {p.name for p in tmp_path.iterdir()}
     hists = task.test.histories[:6]
     assert not np.allclose(zero.score_histories(hists), plain.score_histories(hists))
+    # an override may switch off what the bank otherwise always builds (the per-domain adapters)
+    plain_source = ModelBank(task.train, dict(SMALL, epochs=1, use_id=True), pretrain={"domain_adapters": False})
+    assert plain_source.add_valid(task).pretrained(("a",)).domain_adapters is False
     # without overrides the source model is the shared one (one fit serves both directions)
     shared = ModelBank(task.train, dict(SMALL, epochs=3, use_id=True)).add_valid(task)
     assert shared.pretrained(("a",)) is shared.interest(["a"])

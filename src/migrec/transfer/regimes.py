@@ -131,7 +131,7 @@ class ModelBank:
         if key[0] == "interest":
             return self.interest(domains)
         keep = np.isin(item_domains(self.train), key[1])
-        return self._fit(key, lambda: InterestModel(domain_adapters=True, **{**self.params, **self.pretrain}),
+        return self._fit(key, lambda: InterestModel(**{"domain_adapters": True, **self.params, **self.pretrain}),
                          restrict(self.train, keep), self.valid_for(key[1]))
 
     def fine_tune_key(self, task: TransferTask, trainable: str) -> tuple:
