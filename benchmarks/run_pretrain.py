@@ -155,6 +155,9 @@ def main(argv=None) -> None:
         "users; full = every weight fine-tuned (lr 5e-4); transfer-mix = target-only mixed with the regime of "
         "best validation NDCG@10 at the validation-chosen weight. Per target: "
         + "; ".join(f"{t}: {p}" for t, p in protocols.items())
+        + ". text-knn: the newest events' text similarity (models.text_knn), no training. A source label "
+        "followed by [name=value] (e.g. 5-domain[id_dropout=0.5]) is a pre-trained model fitted with those "
+        "overrides (run_pretrain --pretrain-params)"
         + f". History policy: {repeats_note('exclude')}. vs-target-only:NDCG@10: test NDCG@10 minus target-only's "
         "over the same cases with a paired 95 % bootstrap interval (2000 resamples). train_seconds of a transfer "
         "regime include its pre-training.")
