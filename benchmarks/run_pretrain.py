@@ -84,6 +84,20 @@ def rows_for(result, target: str, source: str, first: bool) -> list[dict]:
     return rows
 
 
+def order(names) -> list[str]:
+    """Row names grouped by target: baselines, target-only, then each source's regimes."""
+    first = ["popularity", "text-knn", "target-only"]
+
+    def key(name):
+        target, _, rest = name.partition("/")
+        if rest in first:
+            return target, 0, first.index(rest), ""
+        source, _, regime = rest.rpartition(":")
+        rank = REGIMES.index(regime) if regime in REGIMES else len(REGIMES)
+        return target, 1, source, rank
+    return sorted(names, key=lambda n: tuple(str(k).zfill(3) if isinstance(k, int) else k for k in key(n)))
+
+
 def _param(text: str) -> tuple:
     name, _, value = text.partition("=")
     for kind in (int, float):
@@ -163,7 +177,8 @@ def main(argv=None) -> None:
         "regime include its pre-training.")
     payload = {"dataset": "many-domain", "protocol": protocol, "machine": machine_description(),
                "command": command, "repeats": "exclude", "rows": rows}
-    out = write_json(payload)
+    earlier = read(RESULTS / "many-domain.json")
+    out = write_json(payload, order([r["model"] for r in rows + (earlier["rows"] if earlier else [])]))
     chart(read(out)["rows"], RESULTS / "many-domain.png")
     write_results_md()
 
