@@ -14,9 +14,9 @@ adapters, the same settings as run_transfer.py), pre-trained on one source set:
   2-domain   Food+Kitchen (its loader's held-out users early-stop it)
 
 then, per target, zero-shot (target items known by text only), adapter fine-tuning (the text
-adapters only, UniSRec's parameter-efficient step) and full fine-tuning, against target-only
-target-domain popularity and text neighbours (the newest events' text
-similarity: no training at all, the floor zero-shot should clear); transfer-mix is the validation-chosen mix of target-only with
+adapters only, UniSRec's parameter-efficient step) and full fine-tuning, against target-only,
+target-domain popularity and text neighbours (the newest events' text similarity: no training at
+all, the floor zero-shot should clear); transfer-mix is the validation-chosen mix of target-only with
 the best of them (never below target-only on validation). Targets: Scientific and Steam
 (leave-one-out within the target, full ranking over its items; in no pre-training set), and
 with `--targets food,kitchen` also Food and Kitchen (their held-out users; the 2-domain model
@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import RESULTS, read, write_json, write_results_md  # noqa: E402
+from migrec.cli.common import parse_value  # noqa: E402
 from migrec.data import load_amazon_food_kitchen, load_seqrec, load_unisrec  # noqa: E402
 from migrec.data.multidomain import combine, hold_out_users, sample_users  # noqa: E402
 from migrec.evaluation.evaluator import repeats_note  # noqa: E402
@@ -64,11 +65,16 @@ def universe(data: Path, users_per_domain: int, heldout_per_domain: int, seed: i
     return combine(five, fk, sci, steam, name="many-domain")   # seqrec user ids carry their folder already
 
 
+BASELINES = ["popularity", "text-knn"]
+
+
 def rows_for(result, target: str, source: str, first: bool) -> list[dict]:
+    """The result's rows named `<target>/<model>` (baselines and target-only: from the first source
+    only) or `<target>/<source>:<regime>`."""
     rows = []
     for r in result.rows:
         name = r["model"]
-        if name in ("target-only", "popularity", "text-knn"):
+        if name in (*BASELINES, "target-only"):
             if not first:
                 continue
             label = f"{target}/{name}"
@@ -86,26 +92,15 @@ def rows_for(result, target: str, source: str, first: bool) -> list[dict]:
 
 def order(names) -> list[str]:
     """Row names grouped by target: baselines, target-only, then each source's regimes."""
-    first = ["popularity", "text-knn", "target-only"]
+    first = [*BASELINES, "target-only"]
 
     def key(name):
         target, _, rest = name.partition("/")
         if rest in first:
-            return target, 0, first.index(rest), ""
+            return target, 0, "", first.index(rest)
         source, _, regime = rest.rpartition(":")
-        rank = REGIMES.index(regime) if regime in REGIMES else len(REGIMES)
-        return target, 1, source, rank
-    return sorted(names, key=lambda n: tuple(str(k).zfill(3) if isinstance(k, int) else k for k in key(n)))
-
-
-def _param(text: str) -> tuple:
-    name, _, value = text.partition("=")
-    for kind in (int, float):
-        try:
-            return name, kind(value)
-        except ValueError:
-            pass
-    return name, {"True": True, "False": False}.get(value, value)
+        return target, 1, source, REGIMES.index(regime) if regime in REGIMES else len(REGIMES)
+    return sorted(names, key=key)
 
 
 def chart(rows: list, path: Path) -> None:
@@ -130,7 +125,8 @@ def main(argv=None) -> None:
                         help="safety cap per model (training stops by patience; the cap is reported if it fired)")
     parser.add_argument("--regimes", default=",".join(REGIMES))
     parser.add_argument("--pretrain-params", default="",
-                        help="overrides for the pre-trained models only, e.g. id_dropout=0.5 (rows then read "
+                        help="overrides for the pre-trained models only, e.g. id_dropout=0.5 or domain_adapters=False "
+                             "(values as `--param` reads them; rows then read "
                              "`<target>/<source>[id_dropout=0.5]:<regime>`)")
     parser.add_argument("--save-dir", default=None, help="keep fitted models here and reuse them on a re-run")
     parser.add_argument("--seed", type=int, default=0)
@@ -141,20 +137,24 @@ def main(argv=None) -> None:
     dataset = universe(data, args.users_per_domain, args.heldout_per_domain, args.seed)
     save_dir = Path(args.save_dir or tempfile.mkdtemp(prefix="migrec-pretrain-"))
     params = {"max_train_seconds": args.max_train_seconds}
-    pretrain = dict(_param(p) for p in args.pretrain_params.split(",") if p)
+    pretrain = {k: parse_value(v) for k, _, v in (p.partition("=") for p in args.pretrain_params.split(",") if p)}
     tag = "".join(f"[{k}={v}]" for k, v in sorted(pretrain.items()))
     rows, protocols = [], {}
     for target in args.targets.split(","):
-        for k, source in enumerate(args.sources.split(",")):
+        first = True
+        for source in args.sources.split(","):
             domains = SOURCES[source]
             if target in domains:
                 continue
+            # target-only runs with every source (the mix and the paired differences need it); the
+            # baselines only with the first
+            models = [*(BASELINES if first else []), "target-only", *args.regimes.split(",")]
             result, = run_transfer(dataset, targets=[target], source=domains, params=params, validate_on=domains,
-                                   models=["popularity", "text-knn", "target-only", *args.regimes.split(",")],
-                                   cold_item_share=0.0, save_dir=save_dir, seed=args.seed, pretrain=pretrain)
+                                   models=models, cold_item_share=0.0, save_dir=save_dir, seed=args.seed,
+                                   pretrain=pretrain)
             protocols[target] = result.task.protocol
-            rows += rows_for(result, target, source + tag, first=not any(r["model"] == f"{target}/target-only"
-                                                                      for r in rows))
+            rows += rows_for(result, target, source + tag, first)
+            first = False
             print(f"\n## {target} from {source}\n{result.to_markdown()}", flush=True)
     sizes = dataset.interactions.groupby("domain").agg(users=("user_id", "nunique"), events=("item_id", "size"))
     protocol = (

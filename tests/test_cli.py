@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from migrec.cli import main
+from migrec.cli import main, parse_value
 
 FAST = ["--encoder", "hashing:64", "--epochs", "1", "--device", "cpu",
         "--param", "interest-text+id.hidden=16", "--param", "interest-text+id.max_len=20",
@@ -193,3 +193,11 @@ def test_train_fine_tunes_the_sentence_models_top_layer_when_asked(ml100k, tmp_p
     assert manifest["params"]["text_layers"] == 1
     assert manifest["encoder"]["model_id"].startswith(make_encoder("st").model_id + "+tuned1:")
     assert manifest["encoder"]["tuned_from"] == make_encoder("st").model_id
+
+
+def test_param_values_read_json_and_pythons_true_false_none():
+    # `--param interest.use_id=False` must switch the ID part off, not pass the truthy string "False"
+    assert parse_value("False") is False and parse_value("True") is True and parse_value("None") is None
+    assert parse_value("false") is False and parse_value("0.5") == 0.5 and parse_value("3") == 3
+    assert parse_value("[1, 2]") == [1, 2]
+    assert parse_value("st") == "st" and parse_value('"False"') == "False"    # JSON quotes keep the word

@@ -204,7 +204,7 @@ def test_experiment_reports_regimes_and_flags_negative_transfer(world):
     assert "target-only" in result.to_markdown()
     # text neighbours: no training, users walk within one topic and a topic's items share a text direction
     knn = rows["text-knn"]
-    assert "negative_transfer" not in knn and knn["train_seconds"] < 5
+    assert "negative_transfer" not in knn
     assert knn["metrics"]["NDCG@10"] > 2 * rows["popularity"]["metrics"]["NDCG@10"]
 
 
@@ -533,7 +533,7 @@ def test_sample_users_draws_single_domain_users_per_domain(world):
 
 
 def test_held_out_source_users_validate_pre_training_without_leaking_into_it(world):
-    data, vectors = world
+    data, _ = world
     plain = Dataset(data.interactions, data.catalogue, "plain")        # b has no held-out users: leave-one-out
     held = hold_out_users(plain, ["a"], valid=4, seed=0)
     names = held.meta["heldout_users"]["valid"]
@@ -543,7 +543,7 @@ def test_held_out_source_users_validate_pre_training_without_leaking_into_it(wor
     assert len(target.valid) > 0 and "leave-one-out" in target.protocol
     assert len(source.valid) == 4 and len(source.test) == 0 and "held-out" in source.protocol
     index = {u: i for i, u in enumerate(target.train.user_ids)}
-    for u, hist, tgt in zip(source.valid.users, source.valid.histories, source.valid.targets):
+    for u, hist in zip(source.valid.users, source.valid.histories):
         assert target.train.user_ids[u] in names and len(target.train.sequences[u]) == 0   # never trains
         full = plain.interactions[plain.interactions["user_id"] == target.train.user_ids[u]]
         assert len(hist) + 1 == len(full)                                  # last event = the target

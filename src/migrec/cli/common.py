@@ -18,8 +18,14 @@ def command_line() -> str:
     return " ".join(["migrec"] + sys.argv[1:])
 
 
+PYTHON_WORDS = {"True": True, "False": False, "None": None}   # Python spellings read as JSON's
+
+
 def parse_value(text: str):
-    """A `--param` value: JSON when it parses (numbers, true/false, lists), otherwise the plain string."""
+    """A `--param` value: JSON when it parses (numbers, true/false, lists) or Python's True/False/None,
+    otherwise the plain string (so `use_id=False` is the boolean, not a truthy string)."""
+    if text in PYTHON_WORDS:
+        return PYTHON_WORDS[text]
     try:
         return json.loads(text)
     except json.JSONDecodeError:

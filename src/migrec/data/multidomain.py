@@ -77,10 +77,11 @@ def sample_users(dataset: Dataset, per_domain: int, domains: list[str] | None = 
     if per_domain < 1:
         raise ValueError(f"per_domain must be >= 1, not {per_domain}")
     inter = dataset.interactions
-    names = sorted(inter[DOMAIN].astype(str).unique()) if domains is None else list(domains)
-    unknown = sorted(set(names) - set(inter[DOMAIN].astype(str).unique()))
+    present = sorted(inter[DOMAIN].astype(str).unique())
+    names = present if domains is None else list(domains)
+    unknown = sorted(set(names) - set(present))
     if unknown:
-        raise ValueError(f"no events in domain(s) {unknown}; the data set has {sorted(inter[DOMAIN].unique())}")
+        raise ValueError(f"no events in domain(s) {unknown}; the data set has {present}")
     rng = np.random.default_rng(seed)
     by_domain = _single_domain_users(inter)
     keep = []
@@ -95,8 +96,8 @@ def sample_users(dataset: Dataset, per_domain: int, domains: list[str] | None = 
         catalogue = catalogue[~catalogue[DOMAIN].astype(str).isin(names) | catalogue[ITEM].isin(used)]
     meta = dict(dataset.meta)
     if "heldout_users" in meta:
-        present = set(kept[USER])
-        meta["heldout_users"] = {k: [u for u in v if u in present] for k, v in meta["heldout_users"].items()}
+        users = set(kept[USER])
+        meta["heldout_users"] = {k: [u for u in v if u in users] for k, v in meta["heldout_users"].items()}
     meta["sampled_users"] = {"per_domain": per_domain, "domains": names, "seed": seed}
     return Dataset(kept, catalogue.reset_index(drop=True), dataset.name, meta)
 

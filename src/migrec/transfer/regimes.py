@@ -113,10 +113,13 @@ class ModelBank:
 
     def interest(self, domains) -> InterestModel:
         """Interest model trained on the events of `domains` only."""
-        domains = tuple(sorted(domains))
-        keep = np.isin(item_domains(self.train), domains)
-        return self._fit(("interest", domains), lambda: InterestModel(domain_adapters=True, **self.params),
-                         restrict(self.train, keep), self.valid_for(domains))
+        return self._on_domains(("interest", tuple(sorted(domains))), {})
+
+    def _on_domains(self, key: tuple, overrides: dict) -> InterestModel:
+        """The model of `key` (key[1]: its domains) fitted on those domains' events, `overrides` on the params."""
+        keep = np.isin(item_domains(self.train), key[1])
+        return self._fit(key, lambda: InterestModel(**{"domain_adapters": True, **self.params, **overrides}),
+                         restrict(self.train, keep), self.valid_for(key[1]))
 
     def pretrained_key(self, domains) -> tuple:
         domains = tuple(sorted(domains))
@@ -127,12 +130,7 @@ class ModelBank:
     def pretrained(self, domains) -> InterestModel:
         """The model pre-trained on `domains` that transfer regimes start from: `interest(domains)`
         itself, or with `pretrain` overrides a model of its own."""
-        key = self.pretrained_key(domains)
-        if key[0] == "interest":
-            return self.interest(domains)
-        keep = np.isin(item_domains(self.train), key[1])
-        return self._fit(key, lambda: InterestModel(**{"domain_adapters": True, **self.params, **self.pretrain}),
-                         restrict(self.train, keep), self.valid_for(key[1]))
+        return self._on_domains(self.pretrained_key(domains), self.pretrain)
 
     def fine_tune_key(self, task: TransferTask, trainable: str) -> tuple:
         return ("fine-tune", *self.pretrained_key(task.source)[1:], task.target, trainable)
