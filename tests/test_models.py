@@ -531,6 +531,76 @@ def test_add_items_after_training(topic_models, topic_hists, tmp_path, use_id):
                                rtol=1e-5, atol=1e-5)            # same text, same score
 
 
+
+def test_cold_neighbours_borrow_the_id_part_of_the_nearest_seen_items(topic_models, topic_hists, tmp_path):
+    base = topic_models[True]
+    k = WARM_PER_TOPIC                      # the hashed titles of a topic tie: take all of them
+    model = base.clone().set_params(cold_neighbours=k)
+    table, text_only = item_rows(model)
+    plain, _ = item_rows(base)
+    module = model.net_["item_table"]
+    seen = model.seen_ > 0
+    np.testing.assert_array_equal(table[1:][seen].numpy(), plain[1:][seen].numpy())   # seen rows untouched
+    # a cold row = its text row + the cosine-weighted mean ID part of its k nearest seen items by text
+    unit = torch.nn.functional.normalize(module.text[1:], dim=-1).numpy()
+    ids = module.ids.weight[1:].detach().numpy()
+    for cold in ("jazz_cold0", "rock_cold1"):
+        c = int(model.item_index([cold])[0])
+        sim = np.where(seen, unit @ unit[c], -np.inf)
+        near = np.argsort(-sim)[:k]
+        assert sim[near[-1]] > np.sort(sim)[-k - 1]            # no tie at the cut: the neighbours are defined
+        assert all(model.item_ids_[j].startswith(cold[:4]) for j in near)   # its own topic's items
+        w = np.clip(sim[near], 0, None) / np.clip(sim[near], 0, None).sum()
+        np.testing.assert_allclose(table[c + 1].numpy(), text_only[c + 1].numpy() + w @ ids[near],
+                                   rtol=1e-5, atol=1e-6)
+    # the borrowed part carries what the known jazz items learnt: jazz fans' score of the cold jazz
+    # item rises, and more than rock fans' does
+    jazz, rock = topic_hists["jazz"], topic_hists["rock"]
+    rise = {fans: float(np.mean(model.score(h, ["jazz_cold0"]) - base.score(h, ["jazz_cold0"])))
+            for fans, h in (("jazz", jazz), ("rock", rock))}
+    assert rise["jazz"] > 0 and rise["jazz"] > rise["rock"], rise
+    # inference only: a training-mode pass leaves cold rows as text, and k=0 switches it off
+    module.train()
+    module.borrowed_ids = lambda *a, **k: pytest.fail("a training pass borrowed ID parts")
+    with torch.no_grad():
+        module(torch.arange(len(module.text)))
+    del module.borrowed_ids
+    module.eval()
+    model.set_params(cold_neighbours=0)
+    np.testing.assert_allclose(model.score(jazz, ["jazz_cold0"]), base.score(jazz, ["jazz_cold0"]), rtol=1e-6)
+    model.set_params(cold_neighbours=k)
+    grown = model.clone()                                  # an item added after training borrows at once
+    grown.add_items(["jazz_added"], HashingEncoder().encode([f"{TOPIC_WORDS['jazz']} brandnew"]))
+    rows, text_rows = item_rows(grown)
+    n = int(grown.item_index(["jazz_added"])[0])
+    assert (rows[n + 1] - text_rows[n + 1]).abs().max() > 1e-3
+    model.save(tmp_path / "borrowed")                      # the setting is a saved hyper-parameter
+    loaded = load_model(tmp_path / "borrowed")
+    assert loaded.cold_neighbours == k
+    np.testing.assert_allclose(loaded.score(jazz, ["jazz_cold0"]), model.score(jazz, ["jazz_cold0"]), rtol=1e-5)
+
+
+def test_cold_neighbours_stay_within_the_items_domain():
+    from migrec.models.interest import TextItemTable
+
+    torch.manual_seed(0)
+    text = np.array([[1.0, 0.0, 0.0],     # 0: seen, domain 0
+                     [0.9, 0.1, 0.0],     # 1: seen, domain 1, nearer to item 3 than item 0 is
+                     [0.0, 1.0, 0.0],     # 2: seen, domain 0
+                     [0.88, 0.12, 0.0]],  # 3: unseen, domain 0
+                    dtype=np.float32)
+    table = TextItemTable(text, np.array([1, 1, 1, 0], np.float32), hidden=4, experts=1, dropout=0.0,
+                          use_id=True, domains=np.array([0, 1, 0, 0]), n_domains=2, cold_neighbours=1).eval()
+    with torch.no_grad():
+        borrowed = table.borrowed_ids(torch.arange(5))
+    torch.testing.assert_close(borrowed[4], table.ids.weight[1])     # item 0 (same domain), not item 1
+    assert torch.count_nonzero(borrowed[:4]) == 0                      # padding and seen rows borrow nothing
+    table.domain_adapter = None                                        # without domains: the nearest of all
+    table.forget_neighbours()
+    with torch.no_grad():
+        torch.testing.assert_close(table.borrowed_ids(torch.tensor([4]))[0], table.ids.weight[2])
+
+
 # -- explain ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", INTEREST)
 @pytest.mark.parametrize("u", [0, 10])    # user 0 has more than max_len events, user 10 fewer

@@ -330,8 +330,9 @@ def prepare(log: str, out: str, *, engine: str = "polars", catalogue: str | None
 
 
 # -- reading the layout back ------------------------------------------------------------------------
-def read_prepared_frames(path: str, storage_options: dict | None = None) -> dict:
-    """{"events", "users", "items"} as pandas frames (events sorted by user_code, position)."""
+def read_prepared_frames(path: str, storage_options: dict | None = None, event_columns=None) -> dict:
+    """{"events", "users", "items"} as pandas frames (events sorted by user_code, position);
+    `event_columns`: read only these event columns (default: all of EVENT_COLUMNS)."""
     import pyarrow.parquet as pq
 
     fs, root = filesystem(path, storage_options)
@@ -339,20 +340,24 @@ def read_prepared_frames(path: str, storage_options: dict | None = None) -> dict
         raise DataError(f"not a prepared folder (no {MANIFEST_FILE}); write one with `migrec prepare --engine "
                         "polars|spark`", file=str(path))
 
-    def table(where: str) -> pd.DataFrame:
+    def table(where: str, columns=None) -> pd.DataFrame:
         """One Parquet file, or a folder of parts (as Spark writes them), as one frame."""
         files = (sorted(p for p in fs.find(where) if p.endswith(".parquet")) if fs.isdir(where) else [where])
         parts = []
         for p in files:
             with fs.open(p, "rb") as fh:
-                parts.append(pq.read_table(fh).to_pandas())
+                parts.append(pq.read_table(fh, columns=columns).to_pandas())
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
-    events = table(f"{root}/{EVENTS_DIR}")
+    columns = list(EVENT_COLUMNS if event_columns is None else event_columns)
+    unknown = sorted(set(columns) - set(EVENT_COLUMNS))
+    if unknown:
+        raise ValueError(f"unknown event columns {unknown}; a prepared log has {EVENT_COLUMNS}")
+    events = table(f"{root}/{EVENTS_DIR}", columns)
     if not len(events.columns):
-        events = pd.DataFrame({c: pd.Series(dtype=t) for c, t in
-                               zip(EVENT_COLUMNS, ["int64", "int64", "float64", "int64", "object"])})
-    events = events[EVENT_COLUMNS].sort_values([USER_CODE, POSITION], kind="stable").reset_index(drop=True)
+        types = dict(zip(EVENT_COLUMNS, ["int64", "int64", "float64", "int64", "object"]))
+        events = pd.DataFrame({c: pd.Series(dtype=types[c]) for c in columns})
+    events = events[columns].sort_values([USER_CODE, POSITION], kind="stable").reset_index(drop=True)
     users = table(f"{root}/{USERS_FILE}").sort_values(USER_CODE).reset_index(drop=True)
     items = table(f"{root}/{ITEMS_FILE}").sort_values(ITEM_CODE).reset_index(drop=True)
     return {"events": events, "users": users, "items": items}
@@ -360,7 +365,9 @@ def read_prepared_frames(path: str, storage_options: dict | None = None) -> dict
 
 def read_prepared(path: str, storage_options: dict | None = None) -> Split:
     """A prepared folder as the in-memory `Split` (train sequences, valid and test cases)."""
-    frames = read_prepared_frames(path, storage_options)
+    # the split column is implied by position (last = test, second-last = valid): not read, so a log
+    # of millions of events does not hold millions of Python strings
+    frames = read_prepared_frames(path, storage_options, event_columns=[USER_CODE, ITEM_CODE, TIME, POSITION])
     events, users, items = frames["events"], frames["users"], frames["items"]
     n_users = len(users)
     uc = events[USER_CODE].to_numpy(dtype=np.int64)

@@ -3,8 +3,11 @@
 Each item is its frozen text vector (from a sentence encoder) passed through a learnt
 mixture-of-experts whitening adapter, optionally plus an item-ID embedding. The user's
 interest vector f(u) is the transformer output at the newest position and an item's
-score is f(u)·e(i) / temperature. Items with no training events keep a zero ID part, so
-they are scored from their text alone — a new catalogue item is recommendable at once.
+score is f(u)·e(i) / temperature. Items with no training events have no ID part of their
+own, so a new catalogue item is recommendable at once: from its text alone, or, with
+`cold_neighbours=k`, its text plus the mean ID part of its k nearest seen items by text
+(same domain), so that it competes with known items on their footing instead of sinking
+below every item that has an ID part.
 
 With `text_layers=k` the sentence model's top k layers train too (models.text_tower, over
 the lower layers' token states kept once: `train.item_states`, from
@@ -56,9 +59,10 @@ class TextItemTable(nn.Module):
 
     def __init__(self, text: np.ndarray, seen: np.ndarray, hidden: int, experts: int, dropout: float,
                  use_id: bool, domains: np.ndarray | None = None, n_domains: int = 0, id_dropout: float = 0.0,
-                 centre_domains: bool = False, tower: TextTower | None = None, tower_rows: int = 64):
+                 centre_domains: bool = False, tower: TextTower | None = None, tower_rows: int = 64,
+                 cold_neighbours: int = 0):
         super().__init__()
-        self.id_dropout = id_dropout
+        self.id_dropout, self.cold_neighbours = id_dropout, cold_neighbours
         # tower: the sentence model's trainable top; `text` then holds its latest output per row
         self.tower, self.tower_rows, self.stale = tower, tower_rows, False
         text = torch.as_tensor(text, dtype=torch.float32)
@@ -105,7 +109,55 @@ class TextItemTable(nn.Module):
                 # text-only rows; without it, new (text-only) items sink below known ones.
                 seen = seen * (torch.rand_like(seen) >= self.id_dropout)
             table = table + self.ids(index) * seen[:, None]
+            if not self.training and self.cold_neighbours > 0:
+                table = table + self.borrowed_ids(index).to(table.dtype)
         return table * (index > 0)[:, None].to(table.dtype)
+
+    def borrowed_ids(self, index: torch.Tensor) -> torch.Tensor:
+        """[len(index), hidden]: for each unseen item of `index`, the cosine-weighted mean ID part of
+        its `cold_neighbours` nearest seen items by text (within its domain when domains are known);
+        zero for seen items and padding. Inference only: training leaves unseen rows alone."""
+        rows, weight = self.neighbours()
+        return torch.einsum("nk,nkh->nh", weight[index], self.ids.weight[rows[index]].float())
+
+    @torch.no_grad()
+    def neighbours(self, block: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows [n, k], weights [n, k]) per table row: the k nearest seen rows by text cosine (same
+        domain) of each unseen row, weights the cosines clipped at 0 and summing to 1; seen rows and
+        padding get weight 0. Kept until the items, the seen set, the text or k change."""
+        k = int(self.cold_neighbours)
+        cached = self.__dict__.get("_neighbours")
+        if cached is not None and cached[0] == k:
+            return cached[1], cached[2]
+        n, device = len(self.text), self.text.device
+        rows = torch.zeros(n, k, dtype=torch.long, device=device)
+        weight = torch.zeros(n, k, device=device)
+        every = torch.arange(n, device=device)
+        groups = self.domain if self.domain_adapter is not None else torch.zeros_like(every)
+        cold = every[(self.seen == 0) & (every > 0)]
+        for g in torch.unique(groups[cold]).tolist():
+            mine = cold[groups[cold] == g]
+            warm = every[(groups == g) & (self.seen > 0) & (every > 0)]
+            if not len(warm):
+                continue
+            unit_warm = nn.functional.normalize(self.text[warm].float(), dim=-1)
+            top = min(k, len(warm))
+            for lo in range(0, len(mine), block):
+                part = mine[lo:lo + block]
+                sim, at = (nn.functional.normalize(self.text[part].float(), dim=-1) @ unit_warm.T).topk(top, dim=1)
+                w = sim.clamp(min=0)
+                rows[part, :top] = warm[at]
+                weight[part, :top] = w / w.sum(1, keepdim=True).clamp(min=1e-12)
+        self._neighbours = (k, rows, weight)
+        return rows, weight
+
+    def forget_neighbours(self) -> None:
+        self.__dict__.pop("_neighbours", None)
+
+    def set_seen(self, seen: torch.Tensor) -> None:
+        """Replace the seen flags (row 0 = padding): items with events get their ID part."""
+        self.seen = seen.to(self.seen)
+        self.forget_neighbours()
 
     def _tuned_text(self, index: torch.Tensor) -> torch.Tensor:
         """Text rows from the tower: while training, up to `tower_rows` of the rows asked for are
@@ -116,6 +168,7 @@ class TextItemTable(nn.Module):
                 with torch.no_grad():
                     self.text[1:] = self.tower.all_rows().to(self.text.dtype)
                 self.stale = False
+                self.forget_neighbours()
             return self.text[index]
         self.stale = True
         rows = torch.unique(index)
@@ -141,6 +194,7 @@ class TextItemTable(nn.Module):
                 text = text.to(self.text) - self.domain_mean[domains.to(self.domain.device)]
         self.text = torch.cat([self.text, text.to(self.text)])
         self.seen = torch.cat([self.seen, torch.zeros(len(text), device=self.seen.device)])
+        self.forget_neighbours()
         if self.ids is not None:
             grown = nn.Embedding(len(self.text), self.ids.embedding_dim).to(self.text.device)
             with torch.no_grad():
@@ -162,7 +216,8 @@ class InterestModel(SequentialRecommender):
     def __init__(self, use_id: bool = True, experts: int = 8, adapter_dropout: float = 0.2,
                  temperature: float = 0.07, normalize: bool = True, domain_adapters: bool = False,
                  id_dropout: float = 0.0, softmax_over: str = "seen", centre_domains: bool = False,
-                 text_layers: int = 0, text_lr: float = 1e-4, text_rows: int = 64, **kw):
+                 text_layers: int = 0, text_lr: float = 1e-4, text_rows: int = 64, cold_neighbours: int = 0,
+                 **kw):
         super().__init__(temperature=temperature, normalize=normalize, softmax_over=softmax_over, **kw)
         self.use_id, self.experts, self.adapter_dropout = use_id, experts, adapter_dropout
         self.domain_adapters = domain_adapters  # per-domain residual adapter + embedding (catalogue "domain")
@@ -171,6 +226,9 @@ class InterestModel(SequentialRecommender):
         # text_layers=k: fine-tune the sentence model's top k layers (needs train.item_states) at
         # learning rate text_lr, recomputing at most text_rows items' vectors per step
         self.text_layers, self.text_lr, self.text_rows = text_layers, text_lr, text_rows
+        # cold_neighbours=k (use_id only): at inference an item without training events borrows the
+        # mean ID part of its k nearest seen items by text; 0 scores it from its text alone
+        self.cold_neighbours = cold_neighbours
 
     def _prepare_items(self, train) -> None:
         if getattr(train, "item_vectors", None) is None:
@@ -209,7 +267,15 @@ class InterestModel(SequentialRecommender):
         tower = TextTower(lower, self.text_layers) if lower is not None else None
         return TextItemTable(self.text_vectors_, self.seen_, self.hidden, self.experts, self.adapter_dropout,
                              self.use_id, codes, len(getattr(self, "domain_names_", [])), self.id_dropout,
-                             self.centre_domains, tower, self.text_rows)
+                             self.centre_domains, tower, self.text_rows, self.cold_neighbours)
+
+    def set_params(self, **params) -> "InterestModel":
+        super().set_params(**params)
+        if "cold_neighbours" in params and "net_" in self.__dict__:   # inference only: no refit needed
+            self.net_["item_table"].cold_neighbours = self.cold_neighbours
+            self.net_["item_table"].forget_neighbours()
+            self.weights_changed()
+        return self
 
     def optimizer_groups(self, params: list, lr: float) -> list[dict]:
         tower = self.net_["item_table"].tower
@@ -241,6 +307,7 @@ class InterestModel(SequentialRecommender):
         text = table.tower.all_rows()
         with torch.no_grad():
             table.text[1:] = text
+        table.forget_neighbours()
         weights = {k: v.detach().cpu().float().numpy() for k, v in table.tower.top.layers.state_dict().items()}
         lower = self.__dict__.pop("_lower")
         self.text_vectors_ = text.cpu().numpy()
@@ -287,7 +354,7 @@ class InterestModel(SequentialRecommender):
         super()._mark_seen(items)
         table = self.net_["item_table"]
         if table.ids is not None:
-            table.seen = torch.cat([torch.zeros(1), torch.from_numpy(self.seen_)]).to(table.seen)
+            table.set_seen(torch.cat([torch.zeros(1), torch.from_numpy(self.seen_)]))
         self.weights_changed()
 
     # -- new items, known by text only --------------------------------------------------
