@@ -433,6 +433,16 @@ def test_validated_mix_never_loses_to_its_base_on_validation(world, tmp_path):
     again = load_model(tmp_path / "mix")
     assert again.weight_ == mix.weight_
     np.testing.assert_allclose(again.score_histories(task.test.histories), mix.score_histories(task.test.histories))
+    # items=: only those items' scores are mixed, every other item keeps the base model's
+    some = np.asarray(task.candidates)[::2]
+    part = ValidatedMix(base, other, candidates=task.candidates, items=some).fit(task.train, task.valid)
+    assert part.valid_ndcg_["0.0"] == pytest.approx(own["base"])
+    part.weight_ = 0.5                                     # whatever validation chose, the scores follow the rule
+    za, zb = part._standardised(task.test.histories[:5])
+    got = part.score_histories(task.test.histories[:5])
+    rest = np.setdiff1d(np.arange(za.shape[1]), some)
+    np.testing.assert_allclose(got[:, rest], za[:, rest], rtol=1e-5)
+    np.testing.assert_allclose(got[:, some], 0.5 * za[:, some] + 0.5 * zb[:, some], rtol=1e-5)
     with pytest.raises(ValueError, match="validation cases"):
         ValidatedMix(base, other).fit(task.train, None)
     with pytest.raises(ValueError, match="grid must start at 0"):

@@ -7,6 +7,9 @@ Scores are (1 - w) * z(base) + w * z(other), where z standardises each history's
 candidate items (the two models' scales differ), and w is the grid value with the best validation
 NDCG@10 (ties go to the smaller w). w = 0 is the base model's own ranking, so on the validation
 cases the mix is never below it; whether that holds on test is what the benchmark measures.
+With `items` (e.g. the items without training events), only those items' scores are mixed and
+the others keep the base model's: text neighbours can lift never-clicked items without touching
+how known ones rank.
 """
 from __future__ import annotations
 
@@ -25,16 +28,18 @@ class ValidatedMix(Recommender):
 
     Both models are hyper-parameters (nested folders when saved); `candidates` (item indices or
     None = all) are the items the scores are standardised over and the validation ranks among;
-    `grid`: the weights tried (None: 0, 0.1, ..., 1), 0 among them.
+    `grid`: the weights tried (None: 0, 0.1, ..., 1), 0 among them; `items` (item indices or None =
+    all): the items whose scores are mixed, every other item keeps its standardised base score.
     """
 
     name = "transfer-mix"
     registry = "validated-mix"
 
     def __init__(self, base: Recommender, other: Recommender, candidates=None, grid=None, k: int = 10,
-                 repeats: str = "exclude", batch_size: int = 256):
+                 repeats: str = "exclude", batch_size: int = 256, items=None):
         self.base, self.other, self.candidates = base, other, candidates
         self.grid, self.k, self.repeats, self.batch_size = grid, k, repeats, batch_size
+        self.items = items
 
     @property
     def item_ids_(self) -> np.ndarray:
@@ -82,7 +87,7 @@ class ValidatedMix(Recommender):
             targs = valid.targets[lo:lo + self.batch_size]
             za, zb = self._standardised(hists)
             for w in grid:
-                ranks = policy_ranks(_mixed(za, zb, w), hists, targs, self.repeats)
+                ranks = policy_ranks(self._mixed(za, zb, w), hists, targs, self.repeats)
                 gains[w].append(M.accuracy_per_user(ranks, self.k)["NDCG"])
         self.valid_ndcg_ = {str(w): float(np.mean(np.concatenate(g))) for w, g in gains.items()}
         best = max(self.valid_ndcg_.values())
@@ -97,9 +102,18 @@ class ValidatedMix(Recommender):
     def score_histories(self, histories):
         self._check_fitted()
         za, zb = self._standardised([np.asarray(h, dtype=np.int64) for h in histories])
-        return _mixed(za, zb, self.weight_).astype(np.float32)
+        return self._mixed(za, zb, self.weight_).astype(np.float32)
+
+    def _mixed(self, za: np.ndarray, zb: np.ndarray, w: float) -> np.ndarray:
+        """(1 - w) za + w zb on the mixed items (all, or `items`), za elsewhere."""
+        if self.items is None:
+            return _blend(za, zb, w)
+        cols = np.asarray(self.items, dtype=np.int64)
+        out = za.copy()
+        out[:, cols] = _blend(za[:, cols], zb[:, cols], w)
+        return out
 
 
-def _mixed(za: np.ndarray, zb: np.ndarray, w: float) -> np.ndarray:
+def _blend(za: np.ndarray, zb: np.ndarray, w: float) -> np.ndarray:
     """(1 - w) za + w zb as a new array; at w = 0 or 1 the one model alone (no 0 x -inf)."""
     return za.copy() if w == 0 else zb.copy() if w == 1 else (1 - w) * za + w * zb

@@ -2,6 +2,7 @@
 
     results = run_transfer(dataset, targets=["kitchen", "food"], params=dict(...))
     for r in results: print(r.to_markdown())
+    tasks, bank = transfer_setup(dataset, targets=["kitchen", "food"])   # the same, to run models yourself
 
 Every target named shares one item universe, one training set and one ModelBank, so
 models that two directions both need (a single-domain model is one direction's
@@ -12,7 +13,8 @@ from __future__ import annotations
 import logging
 
 from ..data.schema import Dataset
-from .domains import make_task
+from .domains import TransferTask, make_task
+from ..models.sasrec import SASRec
 from .regimes import ALL, ModelBank, TransferExperiment, TransferResult
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,27 @@ def run_transfer(dataset: Dataset, targets: list[str], source: list[str] | None 
     pretrain: parameter overrides for the models pre-trained on the source (e.g. {"id_dropout": 0.5});
     the transfer regimes start from that model instead of the shared source-domain one.
     """
+    tasks, bank = transfer_setup(dataset, targets, source, params, sasrec_params, finetune, encoder, cache_dir,
+                                 item_vectors, cold_item_share, validate_on, seed, save_dir, pretrain)
+    results = []
+    for task in tasks:
+        names = [m for m in models if m not in ("emcdr-mf", "transfer-mapping") or _has_overlap(task)]
+        skipped = sorted(set(models) - set(names))
+        if skipped:
+            log.warning("%s: no overlapping training users, so no %s", task.name, skipped)
+            task.notes["skipped"] = skipped
+        results.append(TransferExperiment(task, bank, names, sampled_negatives=sampled_negatives,
+                                          emcdr_params=emcdr_params, seed=seed, repeats=repeats).run())
+    return results
+
+
+def transfer_setup(dataset: Dataset, targets: list[str], source: list[str] | None = None, params: dict | None = None,
+                   sasrec_params: dict | None = None, finetune: dict | None = None, encoder: str | None = "st",
+                   cache_dir=True, item_vectors=None, cold_item_share: float = 0.1,
+                   validate_on: list[str] | None = None, seed: int = 0, save_dir=None,
+                   pretrain: dict | None = None) -> tuple[list[TransferTask], ModelBank]:
+    """The tasks (one per target, sharing one encoded training set) and the ModelBank that fits
+    their models, without running anything: run_transfer's first half (arguments as there)."""
     tasks = [make_task(dataset, target=t, source=source, cold_item_share=cold_item_share, seed=seed)
              for t in targets]
     extra = [make_task(dataset, target=d, cold_item_share=cold_item_share, seed=seed)
@@ -58,22 +81,13 @@ def run_transfer(dataset: Dataset, targets: list[str], source: list[str] | None 
         train.item_states = encode_lower_states(train.catalogue, make_encoder(encoder), layers=params["text_layers"])
     for task in tasks[1:]:
         task.train = train        # identical by construction; one object keeps the bank's models valid
-    sasrec = {k: v for k, v in params.items() if k not in ("use_id", "experts", "adapter_dropout", "id_dropout",
-                                                          "text_layers", "text_lr", "text_rows")}
+    shared = SASRec().get_params()        # the interest model's own settings (text, IDs) do not apply
+    sasrec = {k: v for k, v in params.items() if k in shared}
     bank = ModelBank(train, params, {**sasrec, **(sasrec_params or {})}, {**FINETUNE, **(finetune or {})},
                      save_dir, pretrain)
     for task in tasks + extra:
         bank.add_valid(task)
-    results = []
-    for task in tasks:
-        names = [m for m in models if m not in ("emcdr-mf", "transfer-mapping") or _has_overlap(task)]
-        skipped = sorted(set(models) - set(names))
-        if skipped:
-            log.warning("%s: no overlapping training users, so no %s", task.name, skipped)
-            task.notes["skipped"] = skipped
-        results.append(TransferExperiment(task, bank, names, sampled_negatives=sampled_negatives,
-                                          emcdr_params=emcdr_params, seed=seed, repeats=repeats).run())
-    return results
+    return tasks, bank
 
 
 def _has_overlap(task) -> bool:
