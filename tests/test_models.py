@@ -601,6 +601,28 @@ def test_cold_neighbours_stay_within_the_items_domain():
         torch.testing.assert_close(table.borrowed_ids(torch.tensor([4]))[0], table.ids.weight[2])
 
 
+
+def test_domain_dropout_drops_the_domain_parts_of_whole_training_batches():
+    from migrec.models.interest import TextItemTable
+
+    torch.manual_seed(0)
+    text = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
+    table = TextItemTable(text, np.ones(6, np.float32), hidden=4, experts=2, dropout=0.0, use_id=False,
+                          domains=np.array([0, 0, 0, 1, 1, 1]), n_domains=2, domain_dropout=1.0)
+    with torch.no_grad():
+        table.domain_adapter.normal_()                 # domain parts that change the rows
+        table.domain_embedding.normal_()
+        shared = table.adapter(table.text) * (torch.arange(7) > 0)[:, None]
+        table.train()
+        torch.testing.assert_close(table(), shared)    # rate 1: a training batch is the shared adapter alone
+        table.eval()
+        assert (table() - shared).abs().max() > 0.1    # inference always has the domain parts
+        table.train()
+        table.domain_dropout = 0.5                     # rate 0.5: whole batches with or without them
+        kinds = [bool(torch.allclose(table(), shared)) for _ in range(200)]
+    assert 60 < sum(kinds) < 140, sum(kinds)
+
+
 # -- explain ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", INTEREST)
 @pytest.mark.parametrize("u", [0, 10])    # user 0 has more than max_len events, user 10 fewer

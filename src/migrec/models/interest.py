@@ -60,9 +60,9 @@ class TextItemTable(nn.Module):
     def __init__(self, text: np.ndarray, seen: np.ndarray, hidden: int, experts: int, dropout: float,
                  use_id: bool, domains: np.ndarray | None = None, n_domains: int = 0, id_dropout: float = 0.0,
                  centre_domains: bool = False, tower: TextTower | None = None, tower_rows: int = 64,
-                 cold_neighbours: int = 0):
+                 cold_neighbours: int = 0, domain_dropout: float = 0.0):
         super().__init__()
-        self.id_dropout, self.cold_neighbours = id_dropout, cold_neighbours
+        self.id_dropout, self.cold_neighbours, self.domain_dropout = id_dropout, cold_neighbours, domain_dropout
         # tower: the sentence model's trainable top; `text` then holds its latest output per row
         self.tower, self.tower_rows, self.stale = tower, tower_rows, False
         text = torch.as_tensor(text, dtype=torch.float32)
@@ -95,7 +95,10 @@ class TextItemTable(nn.Module):
             index = torch.arange(len(self.text), device=self.text.device)
         text = self.text[index] if self.tower is None else self._tuned_text(index)
         table = self.adapter(text)
-        if self.domain_adapter is not None:
+        # domain_dropout: a training batch goes without the domain parts at this rate, so the shared
+        # adapter alone must rank too, as it has to for a domain the model has never seen
+        dropped = self.training and self.domain_dropout > 0 and float(torch.rand(())) < self.domain_dropout
+        if self.domain_adapter is not None and not dropped:
             dom = self.domain[index]
             residual = torch.zeros_like(table)
             for d in torch.unique(dom).tolist():  # one matmul per domain, not one matrix per row
@@ -217,12 +220,15 @@ class InterestModel(SequentialRecommender):
                  temperature: float = 0.07, normalize: bool = True, domain_adapters: bool = False,
                  id_dropout: float = 0.0, softmax_over: str = "seen", centre_domains: bool = False,
                  text_layers: int = 0, text_lr: float = 1e-4, text_rows: int = 64, cold_neighbours: int = 0,
-                 **kw):
+                 domain_dropout: float = 0.0, **kw):
         super().__init__(temperature=temperature, normalize=normalize, softmax_over=softmax_over, **kw)
         self.use_id, self.experts, self.adapter_dropout = use_id, experts, adapter_dropout
         self.domain_adapters = domain_adapters  # per-domain residual adapter + embedding (catalogue "domain")
         self.id_dropout = id_dropout  # share of items trained without their ID part (cold-item robustness)
         self.centre_domains = centre_domains  # subtract each domain's mean text vector (domain_adapters only)
+        # share of training batches scored without the per-domain adapters and embeddings (domain_adapters
+        # only): the shared text adapter then learns to rank alone, which a new (zero-shot) domain needs
+        self.domain_dropout = domain_dropout
         # text_layers=k: fine-tune the sentence model's top k layers (needs train.item_states) at
         # learning rate text_lr, recomputing at most text_rows items' vectors per step
         self.text_layers, self.text_lr, self.text_rows = text_layers, text_lr, text_rows
@@ -267,14 +273,18 @@ class InterestModel(SequentialRecommender):
         tower = TextTower(lower, self.text_layers) if lower is not None else None
         return TextItemTable(self.text_vectors_, self.seen_, self.hidden, self.experts, self.adapter_dropout,
                              self.use_id, codes, len(getattr(self, "domain_names_", [])), self.id_dropout,
-                             self.centre_domains, tower, self.text_rows, self.cold_neighbours)
+                             self.centre_domains, tower, self.text_rows, self.cold_neighbours,
+                             self.domain_dropout)
 
     def set_params(self, **params) -> "InterestModel":
         super().set_params(**params)
-        if "cold_neighbours" in params and "net_" in self.__dict__:   # inference only: no refit needed
-            self.net_["item_table"].cold_neighbours = self.cold_neighbours
-            self.net_["item_table"].forget_neighbours()
-            self.weights_changed()
+        if "net_" in self.__dict__:         # settings the fitted item table reads: no refit needed
+            table = self.net_["item_table"]
+            for name in {"cold_neighbours", "domain_dropout"} & set(params):
+                setattr(table, name, getattr(self, name))
+            if "cold_neighbours" in params:
+                table.forget_neighbours()
+                self.weights_changed()
         return self
 
     def optimizer_groups(self, params: list, lr: float) -> list[dict]:
