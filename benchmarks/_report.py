@@ -16,7 +16,7 @@ RESULTS = HERE / "results"
 # Columns shown in RESULTS.md, in this order, when a results file has them.
 COLUMNS = ["NDCG@10", "HR@10", "MRR@10", "Recall@10", "NDCG@50", "Recall@50",
            "sampled:NDCG@10", "sampled:HR@10",
-           "cold-users:NDCG@10", "cold-items:HR@10",
+           "cold-users:NDCG@10", "cold-items:HR@10", "cold-items:HR@50", "cold-items:median_rank",
            "coverage@10", "diversity@10", "novelty@10",
            "F1", "precision", "recall", "median_delay", "false_alarm_rate",
            "log_likelihood", "KL", "NDCG@10:after-migration", "HR@10:after-migration", "update_seconds",

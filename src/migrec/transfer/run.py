@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 
 from ..data.schema import Dataset
-from .domains import TransferTask, make_task
 from ..models.sasrec import SASRec
+from .domains import TransferTask, make_task
 from .regimes import ALL, ModelBank, TransferExperiment, TransferResult
 
 log = logging.getLogger(__name__)
