@@ -218,7 +218,7 @@ def ratios(rows: list, scales: list[int]) -> dict:
             continue
         for phase, target in (("prepare", 3.0), ("train", 2.0), ("eval", None)):
             name = f"{phase} (polars)" if phase == "prepare" else f"{model} {phase}"
-            if name in out:             # preparation is one measurement per point, shared by the models
+            if f"{name} peak {hi} / {lo}" in out:   # preparation: the first model's rows (one per point)
                 continue
             r = b[f"{phase}_peak_mb"] / a[f"{phase}_peak_mb"]
             entry = {"low_mb": a[f"{phase}_peak_mb"], "high_mb": b[f"{phase}_peak_mb"], "ratio": round(r, 2)}

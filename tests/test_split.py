@@ -121,3 +121,16 @@ def test_leave_one_out_matches_unisrec_files(shared_data):
         for user, target in zip(inter["user_id:token"], inter["item_id:token"]):
             u = pos[user_raw[user]]
             assert split.train.item_ids[case.targets[u][0]] == item_raw[target]
+
+
+def test_csr_counts_each_users_training_events():
+    from migrec.data.split import TrainSet
+
+    seqs = [np.array([2, 0, 2, 2]), np.array([], dtype=np.int64), np.array([1, 3])]
+    train = TrainSet(np.array(["a", "b", "c"], dtype=object), np.array(["i0", "i1", "i2", "i3"], dtype=object),
+                     seqs, pd.DataFrame({"item_id": ["i0", "i1", "i2", "i3"]}))
+    counts = train.csr(binary=False)
+    np.testing.assert_array_equal(counts.toarray(), [[1, 0, 3, 0], [0, 0, 0, 0], [0, 1, 0, 1]])
+    binary = train.csr(binary=True)
+    np.testing.assert_array_equal(binary.toarray(), [[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 0, 1]])
+    assert binary.dtype == np.float32 and binary.has_sorted_indices and binary.indices.dtype == np.int32

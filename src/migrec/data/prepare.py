@@ -330,50 +330,84 @@ def prepare(log: str, out: str, *, engine: str = "polars", catalogue: str | None
 
 
 # -- reading the layout back ------------------------------------------------------------------------
-def read_prepared_frames(path: str, storage_options: dict | None = None, event_columns=None) -> dict:
-    """{"events", "users", "items"} as pandas frames (events sorted by user_code, position);
-    `event_columns`: read only these event columns (default: all of EVENT_COLUMNS)."""
-    import pyarrow.parquet as pq
-
+def _prepared(path: str, storage_options: dict | None):
+    """(filesystem, root) of a prepared folder; a DataError naming the path if it is not one."""
     fs, root = filesystem(path, storage_options)
     if not fs.exists(f"{root}/{MANIFEST_FILE}"):
         raise DataError(f"not a prepared folder (no {MANIFEST_FILE}); write one with `migrec prepare --engine "
                         "polars|spark`", file=str(path))
+    return fs, root
 
-    def table(where: str, columns=None) -> pd.DataFrame:
-        """One Parquet file, or a folder of parts (as Spark writes them), as one frame."""
-        files = (sorted(p for p in fs.find(where) if p.endswith(".parquet")) if fs.isdir(where) else [where])
-        parts = []
-        for p in files:
-            with fs.open(p, "rb") as fh:
-                parts.append(pq.read_table(fh, columns=columns).to_pandas())
-        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
+def _parquet_files(fs, where: str) -> list[str]:
+    """One Parquet file, or the parts of a folder (as Spark writes them), in order."""
+    return sorted(p for p in fs.find(where) if p.endswith(".parquet")) if fs.isdir(where) else [where]
+
+
+def _frame(fs, where: str, columns=None) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    parts = []
+    for p in _parquet_files(fs, where):
+        with fs.open(p, "rb") as fh:
+            parts.append(pq.read_table(fh, columns=columns).to_pandas())
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def read_prepared_frames(path: str, storage_options: dict | None = None, event_columns=None) -> dict:
+    """{"events", "users", "items"} as pandas frames (events sorted by user_code, position);
+    `event_columns`: read only these event columns (default: all of EVENT_COLUMNS)."""
+    fs, root = _prepared(path, storage_options)
     columns = list(EVENT_COLUMNS if event_columns is None else event_columns)
     unknown = sorted(set(columns) - set(EVENT_COLUMNS))
     if unknown:
         raise ValueError(f"unknown event columns {unknown}; a prepared log has {EVENT_COLUMNS}")
-    events = table(f"{root}/{EVENTS_DIR}", columns)
+    events = _frame(fs, f"{root}/{EVENTS_DIR}", columns)
     if not len(events.columns):
         types = dict(zip(EVENT_COLUMNS, ["int64", "int64", "float64", "int64", "object"]))
         events = pd.DataFrame({c: pd.Series(dtype=types[c]) for c in columns})
     events = events[columns].sort_values([USER_CODE, POSITION], kind="stable").reset_index(drop=True)
-    users = table(f"{root}/{USERS_FILE}").sort_values(USER_CODE).reset_index(drop=True)
-    items = table(f"{root}/{ITEMS_FILE}").sort_values(ITEM_CODE).reset_index(drop=True)
+    users = _frame(fs, f"{root}/{USERS_FILE}").sort_values(USER_CODE).reset_index(drop=True)
+    items = _frame(fs, f"{root}/{ITEMS_FILE}").sort_values(ITEM_CODE).reset_index(drop=True)
     return {"events": events, "users": users, "items": items}
+
+
+def _event_arrays(fs, root: str) -> dict[str, np.ndarray]:
+    """The events' user, item, time and position columns as NumPy arrays, ordered by (user, position).
+
+    Read one column at a time straight from Parquet (no pandas frame, no split strings) and put
+    in order when the parts are not (polars and Spark write parts each sorted by user but
+    partitioned by user hash), a column at a time: the peak stays near twice the four arrays."""
+    import pyarrow.parquet as pq
+
+    files = _parquet_files(fs, f"{root}/{EVENTS_DIR}")
+    out = {}
+    for column, dtype in ((USER_CODE, np.int64), (ITEM_CODE, np.int64), (TIME, np.float64), (POSITION, np.int64)):
+        parts = []
+        for p in files:
+            with fs.open(p, "rb") as fh:
+                parts.append(pq.read_table(fh, columns=[column]).column(0).to_numpy().astype(dtype, copy=False))
+        out[column] = (parts[0] if len(parts) == 1 else np.concatenate(parts)) if parts else np.zeros(0, dtype)
+    step = np.diff(out[USER_CODE])
+    ordered = bool(np.all(step >= 0)) and bool(np.all((step > 0) | (np.diff(out[POSITION]) > 0)))
+    del step
+    if not ordered:
+        order = np.lexsort((out[POSITION], out[USER_CODE]))
+        for k in list(out):           # one column at a time: never two copies of every column
+            out[k] = out[k][order]
+    return out
 
 
 def read_prepared(path: str, storage_options: dict | None = None) -> Split:
     """A prepared folder as the in-memory `Split` (train sequences, valid and test cases)."""
-    # the split column is implied by position (last = test, second-last = valid): not read, so a log
-    # of millions of events does not hold millions of Python strings
-    frames = read_prepared_frames(path, storage_options, event_columns=[USER_CODE, ITEM_CODE, TIME, POSITION])
-    events, users, items = frames["events"], frames["users"], frames["items"]
+    fs, root = _prepared(path, storage_options)
+    events = _event_arrays(fs, root)     # the split column is implied by position: not read
+    users = _frame(fs, f"{root}/{USERS_FILE}").sort_values(USER_CODE).reset_index(drop=True)
+    items = _frame(fs, f"{root}/{ITEMS_FILE}").sort_values(ITEM_CODE).reset_index(drop=True)
     n_users = len(users)
-    uc = events[USER_CODE].to_numpy(dtype=np.int64)
-    bounds = np.searchsorted(uc, np.arange(n_users + 1))
-    codes = events[ITEM_CODE].to_numpy(dtype=np.int64)
-    times = events[TIME].to_numpy(dtype=np.float64)
+    bounds = np.searchsorted(events[USER_CODE], np.arange(n_users + 1))
+    codes, times = events[ITEM_CODE], events[TIME]
+    del events
     seqs = [codes[bounds[u]:bounds[u + 1]] for u in range(n_users)]
     stamps = [times[bounds[u]:bounds[u + 1]] for u in range(n_users)]
     catalogue = items.drop(columns=[ITEM_CODE]).reset_index(drop=True)

@@ -49,9 +49,14 @@ class TrainSet:
 
     def csr(self, binary: bool = True) -> sp.csr_matrix:
         """User x item matrix of training events (repeats counted unless binary)."""
-        rows = np.repeat(np.arange(self.n_users), [len(s) for s in self.sequences])
-        cols = np.concatenate(self.sequences) if self.sequences else np.array([], dtype=np.int64)
-        mat = sp.csr_matrix((np.ones(len(cols), dtype=np.float32), (rows, cols)),
+        # built as CSR directly (no COO row array), with 32-bit indices where they fit: at millions of
+        # events the matrix is most of a factorisation model's fit memory
+        indptr = np.zeros(self.n_users + 1, dtype=np.int64)
+        np.cumsum([len(s) for s in self.sequences], out=indptr[1:])
+        index = np.int32 if max(indptr[-1], self.n_items) < np.iinfo(np.int32).max else np.int64
+        cols = (np.concatenate(self.sequences).astype(index, copy=False) if self.sequences
+                else np.array([], dtype=index))
+        mat = sp.csr_matrix((np.ones(len(cols), dtype=np.float32), cols, indptr.astype(index)),
                             shape=(self.n_users, self.n_items))
         mat.sum_duplicates()
         if binary:

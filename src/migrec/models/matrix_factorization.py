@@ -37,7 +37,9 @@ class _ImplicitMF(Recommender):
             # check still warns about the global OpenBLAS setting, which does not apply.
             warnings.filterwarnings("ignore", message="OpenBLAS is configured")
             model = self._build()
-            model.fit(train.csr(binary=True) * float(getattr(self, "alpha", 1.0)), show_progress=False)
+            matrix = train.csr(binary=True)
+            matrix.data *= float(getattr(self, "alpha", 1.0))      # in place: no second copy of the matrix
+            model.fit(matrix, show_progress=False)
         self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)   # user factors: folded in
 
     def user_vectors(self, histories) -> np.ndarray:
