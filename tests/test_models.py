@@ -531,7 +531,6 @@ def test_add_items_after_training(topic_models, topic_hists, tmp_path, use_id):
                                rtol=1e-5, atol=1e-5)            # same text, same score
 
 
-
 def test_cold_neighbours_borrow_the_id_part_of_the_nearest_seen_items(topic_models, topic_hists, tmp_path):
     base = topic_models[True]
     k = WARM_PER_TOPIC                      # the hashed titles of a topic tie: take all of them
@@ -599,7 +598,6 @@ def test_cold_neighbours_stay_within_the_items_domain():
     table.forget_neighbours()
     with torch.no_grad():
         torch.testing.assert_close(table.borrowed_ids(torch.tensor([4]))[0], table.ids.weight[2])
-
 
 
 def test_domain_dropout_drops_the_domain_parts_of_whole_training_batches():
