@@ -9,8 +9,8 @@ for every k of `--ks`: an item with no training events gets, at inference only, 
 mean ID part of its k nearest seen items by text (same domain); k = 0 is the text-only row the
 models were trained with, so every row of one model shares the same weights. Text neighbours
 (text-knn: no training) are the reference, and `<model>+text-on-cold` mixes them into the model's
-scores of the unseen items only (transfer.ValidatedMix(items=...)), the weight chosen on validation. Writes benchmarks/results/cold-items.json (rows
-`<direction>/<model>[cold_neighbours=k]`; `cold-items:*` over the test cases whose target is a
+scores of the unseen items only (transfer.ValidatedMix(items=...)), the weight chosen on validation.
+Writes benchmarks/results/cold-items.json (rows `<direction>/<model>[cold_neighbours=k]`; `cold-items:*` over the test cases whose target is a
 held-out item, `cold-items:median_rank` the median full-ranking rank of those targets, 1 = top)
 and regenerates benchmarks/RESULTS.md.
 """
@@ -88,8 +88,8 @@ def main(argv=None) -> None:
             print(f"{task.name}/{name}+text-on-cold", mix.weight_, mix.valid_ndcg_, flush=True)
             rows.append({"model": f"{task.name}/{name}+text-on-cold", "metrics": metrics, "train_seconds": seconds,
                          "peak_rss_mb": peak, "mix_weight": mix.weight_, "valid_by_weight": mix.valid_ndcg_})
-    protocol = (f"Amazon Food-Kitchen: {tasks[0].protocol}. Both directions (food-to-kitchen, kitchen-to-food), the target "
-                f"domain's held-out users; full ranking among the target domain's items; history policy: "
+    protocol = (f"Amazon Food-Kitchen: {tasks[0].protocol}. Both directions (food-to-kitchen, kitchen-to-food), "
+                f"the target domain's held-out users; full ranking among the target domain's items; history policy: "
                 f"{repeats_note('exclude')}. Models: run_transfer's interest models (text + ID, domain "
                 f"adapters), trained once with text-only cold rows; [cold_neighbours=k] scores the same weights "
                 f"with each unseen item's ID part borrowed from its k nearest seen items by text (same domain), "

@@ -121,7 +121,12 @@ class TextItemTable(nn.Module):
         its `cold_neighbours` nearest seen items by text (within its domain when domains are known);
         zero for seen items and padding. Inference only: training leaves unseen rows alone."""
         rows, weight = self.neighbours()
-        return torch.einsum("nk,nkh->nh", weight[index], self.ids.weight[rows[index]].float())
+        out = torch.zeros(len(index), self.ids.embedding_dim, device=index.device)
+        cold = torch.nonzero(weight[index, 0] > 0).squeeze(1)      # places in index that borrow
+        for lo in range(0, len(cold), 16384):                     # bounded [block, k, hidden] gathers
+            part = index[cold[lo:lo + 16384]]
+            out[cold[lo:lo + 16384]] = torch.einsum("nk,nkh->nh", weight[part], self.ids.weight[rows[part]].float())
+        return out
 
     @torch.no_grad()
     def neighbours(self, block: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
