@@ -10,9 +10,9 @@ mean ID part of its k nearest seen items by text (same domain); k = 0 is the tex
 models were trained with, so every row of one model shares the same weights. Text neighbours
 (text-knn: no training) are the reference, and `<model>+text-on-cold` mixes them into the model's
 scores of the unseen items only (transfer.ValidatedMix(items=...)), the weight chosen on validation.
-Writes benchmarks/results/cold-items.json (rows `<direction>/<model>[cold_neighbours=k]`; `cold-items:*` over the test cases whose target is a
-held-out item, `cold-items:median_rank` the median full-ranking rank of those targets, 1 = top)
-and regenerates benchmarks/RESULTS.md.
+Writes benchmarks/results/cold-items.json (rows `<direction>/<model>[cold_neighbours=k]`;
+`cold-items:*` over the test cases whose target is a held-out item, `cold-items:median_rank` the
+median full-ranking rank of those targets, 1 = top) and regenerates benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
