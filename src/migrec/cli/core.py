@@ -94,9 +94,12 @@ def cmd_train(args) -> None:
     joined = not already and distributed.init_from_env(args.device)   # launched by torchrun: join its group
     try:
         train_one(args)
-    finally:
+    except BaseException:
         if joined:
             distributed.shutdown()
+        raise
+    if joined:
+        distributed.shutdown(wait=True)
 
 
 def train_one(args) -> None:

@@ -70,9 +70,13 @@ def init_from_env(device: str = "auto", backend: str | None = None) -> bool:
     return True
 
 
-def shutdown() -> None:
-    """Leave the process group (if any)."""
+def shutdown(wait: bool = False) -> None:
+    """Leave the process group (if any). wait=True: first a barrier, so that every rank leaves
+    together (after a normal finish; gloo could abort a rank that tore its group down while
+    rank 0 was still saving, "terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        if wait:
+            barrier()
         dist.destroy_process_group()
 
 
@@ -96,8 +100,10 @@ def _rank_main(rank: int, nproc: int, port: int, fn, args: tuple, threads: int |
     init_from_env(device, backend)
     try:
         fn(*args)
-    finally:
-        shutdown()
+    except BaseException:
+        shutdown()                    # no barrier: the other ranks may never reach it
+        raise
+    shutdown(wait=True)
 
 
 def spawn(fn, nproc: int, *args, threads: int | None = None, backend: str | None = None,
