@@ -78,9 +78,9 @@ def main(argv=None) -> None:
             for k in ks:
                 model.set_params(cold_neighbours=k)
                 metrics = measure(scorer, task, bank.train)
-                log = f"{task.name}/{name}[cold_neighbours={k}]"
-                print(log, {m: round(v, 4) for m, v in metrics.items()}, flush=True)
-                rows.append({"model": log, "metrics": metrics, "train_seconds": seconds, "peak_rss_mb": peak})
+                label = f"{task.name}/{name}[cold_neighbours={k}]"
+                print(label, {m: round(v, 4) for m, v in metrics.items()}, flush=True)
+                rows.append({"model": label, "metrics": metrics, "train_seconds": seconds, "peak_rss_mb": peak})
             model.set_params(cold_neighbours=0)
             unseen = np.flatnonzero(bank.train.item_counts() == 0)
             mix = ValidatedMix(scorer, text, candidates=task.candidates, items=unseen).fit(bank.train, task.valid)

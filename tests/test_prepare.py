@@ -94,12 +94,6 @@ def test_polars_without_catalogue_or_cleaning_codes_items_by_first_appearance(ml
     counts = frames["events"].groupby("split").size()
     assert counts["test"] == counts["valid"] == len(frames["users"]) == log["user_id"].nunique()
     assert list(frames["events"].columns) == EVENT_COLUMNS
-    # a subset of the event columns (read_prepared leaves out the split strings), same rows and order
-    part = read_prepared_frames(str(tmp_path / "p"), event_columns=["user_code", "item_code", "position"])
-    assert list(part["events"].columns) == ["user_code", "item_code", "position"]
-    pd.testing.assert_frame_equal(part["events"], frames["events"][["user_code", "item_code", "position"]])
-    with pytest.raises(ValueError, match="unknown event columns \\['label'\\]"):
-        read_prepared_frames(str(tmp_path / "p"), event_columns=["user_code", "label"])
 
 
 def test_bad_input_is_named(ml1m_log, tmp_path):

@@ -344,29 +344,24 @@ def _parquet_files(fs, where: str) -> list[str]:
     return sorted(p for p in fs.find(where) if p.endswith(".parquet")) if fs.isdir(where) else [where]
 
 
-def _frame(fs, where: str, columns=None) -> pd.DataFrame:
+def _frame(fs, where: str) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     parts = []
     for p in _parquet_files(fs, where):
         with fs.open(p, "rb") as fh:
-            parts.append(pq.read_table(fh, columns=columns).to_pandas())
+            parts.append(pq.read_table(fh).to_pandas())
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def read_prepared_frames(path: str, storage_options: dict | None = None, event_columns=None) -> dict:
-    """{"events", "users", "items"} as pandas frames (events sorted by user_code, position);
-    `event_columns`: read only these event columns (default: all of EVENT_COLUMNS)."""
+def read_prepared_frames(path: str, storage_options: dict | None = None) -> dict:
+    """{"events", "users", "items"} as pandas frames (events sorted by user_code, position)."""
     fs, root = _prepared(path, storage_options)
-    columns = list(EVENT_COLUMNS if event_columns is None else event_columns)
-    unknown = sorted(set(columns) - set(EVENT_COLUMNS))
-    if unknown:
-        raise ValueError(f"unknown event columns {unknown}; a prepared log has {EVENT_COLUMNS}")
-    events = _frame(fs, f"{root}/{EVENTS_DIR}", columns)
+    events = _frame(fs, f"{root}/{EVENTS_DIR}")
     if not len(events.columns):
-        types = dict(zip(EVENT_COLUMNS, ["int64", "int64", "float64", "int64", "object"]))
-        events = pd.DataFrame({c: pd.Series(dtype=types[c]) for c in columns})
-    events = events[columns].sort_values([USER_CODE, POSITION], kind="stable").reset_index(drop=True)
+        events = pd.DataFrame({c: pd.Series(dtype=t) for c, t in
+                               zip(EVENT_COLUMNS, ["int64", "int64", "float64", "int64", "object"])})
+    events = events[EVENT_COLUMNS].sort_values([USER_CODE, POSITION], kind="stable").reset_index(drop=True)
     users = _frame(fs, f"{root}/{USERS_FILE}").sort_values(USER_CODE).reset_index(drop=True)
     items = _frame(fs, f"{root}/{ITEMS_FILE}").sort_values(ITEM_CODE).reset_index(drop=True)
     return {"events": events, "users": users, "items": items}

@@ -40,8 +40,10 @@ def run_transfer(dataset: Dataset, targets: list[str], source: list[str] | None 
     pretrain: parameter overrides for the models pre-trained on the source (e.g. {"id_dropout": 0.5});
     the transfer regimes start from that model instead of the shared source-domain one.
     """
-    tasks, bank = transfer_setup(dataset, targets, source, params, sasrec_params, finetune, encoder, cache_dir,
-                                 item_vectors, cold_item_share, validate_on, seed, save_dir, pretrain)
+    tasks, bank = transfer_setup(dataset, targets, source=source, params=params, sasrec_params=sasrec_params,
+                                 finetune=finetune, encoder=encoder, cache_dir=cache_dir, item_vectors=item_vectors,
+                                 cold_item_share=cold_item_share, validate_on=validate_on, seed=seed,
+                                 save_dir=save_dir, pretrain=pretrain)
     results = []
     for task in tasks:
         names = [m for m in models if m not in ("emcdr-mf", "transfer-mapping") or _has_overlap(task)]
