@@ -17,6 +17,7 @@ RESULTS = HERE / "results"
 COLUMNS = ["NDCG@10", "HR@10", "MRR@10", "Recall@10", "NDCG@50", "Recall@50",
            "sampled:NDCG@10", "sampled:HR@10",
            "cold-users:NDCG@10", "cold-items:HR@10", "cold-items:HR@50", "cold-items:median_rank",
+           "cold-items:HR@1-among-cold", "cold-items:HR@10-among-cold",
            "coverage@10", "diversity@10", "novelty@10",
            "F1", "precision", "recall", "median_delay", "false_alarm_rate",
            "log_likelihood", "KL", "NDCG@10:after-migration", "HR@10:after-migration", "update_seconds",
@@ -121,8 +122,8 @@ def _columns(rows: list) -> list[str]:
 def _cell(value, digits=4) -> str:
     if value is None:
         return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
+    if isinstance(value, float):   # ranks, milliseconds, megabytes: one decimal is enough from 100 up
+        return f"{value:.{1 if abs(value) >= 100 else digits}f}"
     return str(value)
 
 

@@ -41,3 +41,9 @@ def test_each_machine_is_named_once_with_the_rows_it_made(tmp_path, monkeypatch)
 def test_older_nested_machine_strings_are_read():
     nested = "rows x: M1 | earlier rows: rows y: M2 | earlier rows: M3"
     assert _report.row_machines(nested, ["x", "y", "z"]) == {"x": "M1", "y": "M2", "z": "M3"}
+
+
+def test_table_cells_keep_four_decimals_below_100_and_one_from_100_up():
+    assert [_report._cell(v) for v in (0.07735, 99.99994, 681.0, 3805.5, -1326.8633)] == \
+        ["0.0774", "99.9999", "681.0", "3805.5", "-1326.9"]
+    assert _report._cell(None) == "n/a" and _report._cell(12) == "12"
