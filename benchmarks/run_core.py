@@ -45,8 +45,9 @@ _SEQ_100K = dict(hidden=64, layers=2, heads=2, max_len=200, dropout=0.5, lr=2e-3
 # blend then adds 0.7 % instead of 3.1 % (run_adaptation, drift-adaptation.json).
 # lr_decay=0.5 halves its learning rate after each epoch without a new best validation: on ML-1M
 # users 1-2999 (AVX2 CPU, fp32) test NDCG@10 0.1874 after 19 epochs / 609 s against 0.1865 after 26 /
-# 872 s without (multi-interest.json's interest row, same parameters otherwise). drift-adaptation.json,
-# time-to-quality.json and multi-interest.json were measured before it was added.
+# 872 s without (multi-interest.json's interest row, same parameters otherwise). drift-adaptation.json
+# and multi-interest.json were measured before it was added; time-to-quality.json was re-run with it
+# (and hidden 128, below) on a Zen 5: within 2 % of its best validation after 324 s, test 0.1920.
 # On a Zen 5 (AVX-512 bf16, so bf16): 0.1865 after 19 epochs / 371 s, peak 1,018 MB, SASRec 0.1747 after
 # 27 / 392 s, 978 MB (ml-1m-u3k.json; the kernel-cache bound and scoring in parts halved the peaks);
 # all 6,040 users (ml-1m-full.json): 0.1873 after 26 epochs / 890 s (0.1836 without recency and
