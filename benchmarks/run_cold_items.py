@@ -12,7 +12,10 @@ models were trained with, so every row of one model shares the same weights. Tex
 scores of the unseen items only (transfer.ValidatedMix(items=...)), the weight chosen on validation.
 Writes benchmarks/results/cold-items.json (rows `<direction>/<model>[cold_neighbours=k]`;
 `cold-items:*` over the test cases whose target is a held-out item, `cold-items:median_rank` the
-median full-ranking rank of those targets, 1 = top) and regenerates benchmarks/RESULTS.md.
+median full-ranking rank of those targets, 1 = top; `*-among-cold`: the same targets ranked among
+the cold items only, the ceiling of any policy reserving places for cold items; `cold-events:*`: every
+cold target-domain event of the same test users, after its prefix, a cold set several times larger)
+and regenerates benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -55,6 +58,13 @@ def measure(scorer, task, train) -> dict:
     among = np.intersect1d(task.cold_items, task.candidates)
     inner = evaluate(scorer, task.test.subset(cold), train, ks=(1, 10), **{**kw, "candidates": among})
     out.update({f"cold-items:{k}-among-cold": inner.metrics[k] for k in ("HR@1", "HR@10")})
+    # a larger cold set from the same test users: every cold target-domain event of theirs, after its prefix
+    events = task.cold_item_events()
+    wide = evaluate(scorer, events, train, ks=(10, 50), **kw)
+    inner = evaluate(scorer, events, train, ks=(1, 10), **{**kw, "candidates": among})
+    out["cold-events:n"] = len(events)
+    out.update({f"cold-events:{k}": wide.metrics[k] for k in ("HR@10", "HR@50")})
+    out.update({f"cold-events:{k}-among-cold": inner.metrics[k] for k in ("HR@1", "HR@10")})
     out["warm-items:NDCG@10"] = M.accuracy_metrics(ranks[~cold], (10,))["NDCG@10"]
     return out
 
@@ -103,7 +113,9 @@ def main(argv=None) -> None:
                 f"NDCG@10 (mix_weight; valid_by_weight). cold-items: test cases whose target is a held-out item "
                 f"(median_rank: 1 = top of the full ranking; HR@k-among-cold: those targets ranked among the "
                 f"domain's cold items only, the ceiling of any policy that reserves places for cold items); "
-                f"warm-items: the other cases. train_seconds: "
+                f"warm-items: the other cases. cold-events: a larger cold set from the same test users, every event "
+                f"of theirs (history or target) on a cold target-domain item, the events before it as history "
+                f"(TransferTask.cold_item_events; events with nothing before are left out). train_seconds: "
                 f"the model's fit (a transfer regime's includes pre-training), the same for every k.")
     write_json({"dataset": "cold-items", "protocol": protocol, "machine": machine_description(),
                 "command": command, "rows": rows})

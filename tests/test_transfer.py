@@ -16,7 +16,7 @@ import torch
 
 from migrec.data import DataError, Dataset, make_catalogue, make_interactions
 from migrec.data.multidomain import combine, hold_out_users, overlapping_users, sample_users
-from migrec.data.split import TrainSet
+from migrec.data.split import EvalSet, TrainSet
 from migrec.evaluation import evaluate
 from migrec.models.interest import InterestModel
 from migrec.registry import load_model
@@ -108,6 +108,25 @@ def test_task_has_no_leakage_and_holds_out_cold_items(world):
     assert np.array_equal(task.candidates, np.arange(20, 40))
     assert (task.target_events() == 1).all()
     assert all(not task.target_mask[h].any() for h in task.cold_users().histories)
+
+
+def test_cold_item_events_make_a_case_of_every_cold_target_domain_event_after_its_prefix(world):
+    task = _task(world)
+    cold_b = np.intersect1d(task.cold_items, task.candidates)
+    cold_a = np.setdiff1d(task.cold_items, task.candidates)
+    warm_b = np.setdiff1d(task.candidates, task.cold_items)
+    cb, ca, w = int(cold_b[0]), int(cold_a[0]), int(warm_b[0])
+    cases = EvalSet(np.array([7, 8]), [np.array([cb, w, ca, cb, w]), np.array([w, w])], [np.array([cb]), np.array([w])])
+    got = task.cold_item_events(cases)
+    # user 7: the first event has nothing before it; the cold a-item is not a target-domain item;
+    # the second cold b-event and the cold target each become a case; user 8 has no cold event
+    assert list(got.users) == [7, 7]
+    assert [list(h) for h in got.histories] == [[cb, w, ca], [cb, w, ca, cb, w]]
+    assert [list(t) for t in got.targets] == [[cb], [cb]]
+    # on the task's own test cases: one case per cold b-target at least, every target a cold b-item
+    own = task.cold_item_events()
+    assert len(own) >= int(task.cold_item_cases().sum())
+    assert all(np.isin(t, cold_b).all() and len(h) > 0 for h, t in zip(own.histories, own.targets))
 
 
 def test_leave_one_out_task_within_the_target_domain(world):

@@ -116,6 +116,24 @@ class TransferTask:
     def candidates(self) -> np.ndarray:
         return np.flatnonzero(self.target_mask)
 
+    def cold_item_events(self, evalset: EvalSet | None = None) -> EvalSet:
+        """More cold-item cases from the same users: every event of a case (history or target) whose
+        item is a cold target-domain item becomes a case, the events before it its history (cases
+        with no event before are left out). Each case keeps its user; a user may give several."""
+        evalset = self.test if evalset is None else evalset
+        cold = np.zeros(self.train.n_items, dtype=bool)
+        cold[self.cold_items] = True
+        cold &= self.target_mask
+        users, histories, targets = [], [], []
+        for user, h, t in zip(evalset.users, evalset.histories, evalset.targets):
+            events = np.concatenate([np.asarray(h, dtype=np.int64), np.asarray(t, dtype=np.int64)[:1]])
+            for j in np.flatnonzero(cold[events]):
+                if j > 0:
+                    users.append(user)
+                    histories.append(events[:j])
+                    targets.append(events[j:j + 1])
+        return EvalSet(np.asarray(users, dtype=np.int64), histories, targets)
+
     def cold_users(self, evalset: EvalSet | None = None) -> EvalSet:
         """The same cases with every target-domain event removed from the history (source history only)."""
         return restrict_histories(self.test if evalset is None else evalset, ~self.target_mask)
