@@ -117,7 +117,7 @@ class TransferTask:
         return np.flatnonzero(self.target_mask)
 
     def cold_item_events(self, evalset: EvalSet | None = None) -> EvalSet:
-        """More cold-item cases from the same users: every event of a case (history or target) whose
+        """More cold-item cases from the same users: every event of a case (history or its first target) whose
         item is a cold target-domain item becomes a case, the events before it its history (cases
         with no event before are left out). Each case keeps its user; a user may give several."""
         evalset = self.test if evalset is None else evalset
