@@ -123,8 +123,8 @@ def _columns(rows: list) -> list[str]:
 def _cell(value, digits=4) -> str:
     if value is None:
         return "n/a"
-    if isinstance(value, float):   # ranks, milliseconds, megabytes: one decimal is enough from 100 up
-        return f"{value:.{1 if abs(value) >= 100 else digits}f}"
+    if isinstance(value, float):   # ranks, milliseconds, megabytes: at most one decimal from 100 up
+        return f"{value:.{min(digits, 1) if abs(value) >= 100 else digits}f}"
     return str(value)
 
 

@@ -47,3 +47,4 @@ def test_table_cells_keep_four_decimals_below_100_and_one_from_100_up():
     assert [_report._cell(v) for v in (0.07735, 99.99994, 681.0, 3805.5, -1326.8633)] == \
         ["0.0774", "99.9999", "681.0", "3805.5", "-1326.9"]
     assert _report._cell(None) == "n/a" and _report._cell(12) == "12"
+    assert [_report._cell(v, 0) for v in (856.1, 12.6)] == ["856", "13"] and _report._cell(1058.23, 1) == "1058.2"
