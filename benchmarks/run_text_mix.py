@@ -9,7 +9,9 @@ UniSRec's inductive setting; batch 64 and the full softmax, the best of a small 
 validation), then `text+id+text-only` = transfer.ValidatedMix of the two, its weight chosen on
 validation NDCG@10 (0 = text+id alone, so it is never below text+id on validation). Each row's
 `vs-text+id:NDCG@10` is the test difference to text+id over the same cases with a paired 95 %
-bootstrap interval. Writes benchmarks/results/text-mix.json and regenerates benchmarks/RESULTS.md.
+bootstrap interval. `--seeds 0,1,2` repeats it with other model seeds (rows `...[seed=s]`): bf16 training
+on 2 threads is not bit-reproducible, so seeds show the spread. Writes benchmarks/results/text-mix.json
+and regenerates benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -40,18 +42,18 @@ def load(data: Path, name: str):
     return load_seqrec(data / "seqrec-benchmark", name)
 
 
-def fit(dataset, target: str, params: dict):
+def fit(dataset, target: str, params: dict, seed: int):
     """A target-only interest model with run_transfer's settings plus `params`; (model, task, train, seconds, MB)."""
-    tasks, bank = transfer_setup(dataset, [target], params=params, cold_item_share=0.0)
+    tasks, bank = transfer_setup(dataset, [target], params=params, cold_item_share=0.0, seed=seed)
     with PeakMemory() as mem:
         model = TransferExperiment(tasks[0], bank, ["target-only"]).build("target-only")[0]
     return model, tasks[0], bank.train, mem.seconds, mem.peak_mb
 
 
-def run(data: Path, target: str) -> list[dict]:
+def run(data: Path, target: str, seed: int = 0) -> list[dict]:
     dataset = load(data, target)
-    base, task, train, base_s, base_mb = fit(dataset, target, {})
-    text, _, _, text_s, text_mb = fit(dataset, target, TEXT_ONLY)
+    base, task, train, base_s, base_mb = fit(dataset, target, {}, seed)
+    text, _, _, text_s, text_mb = fit(dataset, target, TEXT_ONLY, seed)
     with PeakMemory() as mem:
         mix = ValidatedMix(base, text, candidates=task.candidates).fit(train, task.valid)
     kw = dict(candidates=task.candidates, beyond=False, segments=False, repeats="exclude", ks=(10, 50))
@@ -67,10 +69,11 @@ def run(data: Path, target: str) -> list[dict]:
         metrics["valid:NDCG@10"] = evaluate(model, task.valid, train, **kw).metrics["NDCG@10"]
         metrics.update({"vs-text+id:NDCG@10": diff, "vs-text+id:low": low, "vs-text+id:high": high,
                         "cases": len(task.test)})
-        row = {"model": f"{target}/{label}", "metrics": metrics, "train_seconds": seconds, "peak_rss_mb": peak}
+        name = f"{target}/{label}" + (f"[seed={seed}]" if seed else "")
+        row = {"model": name, "metrics": metrics, "train_seconds": seconds, "peak_rss_mb": peak}
         if model is mix:
             row.update(mix_weight=mix.weight_, valid_by_weight=mix.valid_ndcg_)
-        print(row["model"], {k: round(v, 4) for k, v in metrics.items()}, flush=True)
+        print(name, {k: round(v, 4) for k, v in metrics.items()}, flush=True)
         rows.append(row)
     return rows
 
@@ -79,12 +82,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--targets", default="scientific", help="scientific and/or seqrec-benchmark folder names")
+    parser.add_argument("--seeds", default="0", help="model seeds (rows of seed s > 0 end in [seed=s])")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = "python benchmarks/run_text_mix.py " + " ".join(sys.argv[1:] if argv is None else argv)
     rows = []
     for target in args.targets.split(","):
-        rows += run(Path(args.data), target)
+        for seed in (int(s) for s in args.seeds.split(",")):
+            rows += run(Path(args.data), target, seed)
     protocol = (f"Per target: leave-one-out within the domain (last event = test, the one before = validation), "
                 f"full ranking over the domain's items; {repeats_note('exclude')}. text+id: run_transfer's "
                 f"target-only interest model (text + ID, hidden 64, 2 layers, max_len 50, cosine/0.07, batch 256, "
