@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_json, write_results_md  # noqa: E402
 from migrec.data import load_amazon_food_kitchen  # noqa: E402
 from migrec.evaluation import metrics as M  # noqa: E402
-from migrec.evaluation.evaluator import evaluate, repeats_note  # noqa: E402
+from migrec.evaluation.evaluator import evaluate, policy_ranks, repeats_note  # noqa: E402
 from migrec.hardware import machine_description  # noqa: E402
 from migrec.transfer.mix import ValidatedMix  # noqa: E402
 from migrec.transfer.regimes import TransferExperiment  # noqa: E402
@@ -41,30 +41,42 @@ from migrec.transfer.run import transfer_setup  # noqa: E402
 MODELS = ["target-only", "transfer-full", "transfer-joint"]
 
 
+def ranks_among(scorer, evalset, item_sets) -> list[np.ndarray]:
+    """0-based ranks [cases, 1] of the targets among each of `item_sets` (every history item masked,
+    repeats=exclude), from one scoring pass over the cases."""
+    scores = np.asarray(scorer.score_histories([np.asarray(h) for h in evalset.histories]), dtype=np.float32)
+    out = []
+    for items in item_sets:
+        part = np.full_like(scores, -np.inf)
+        part[:, items] = scores[:, items]
+        out.append(policy_ranks(part, evalset.histories, evalset.targets, "exclude"))
+    return out
+
+
 def measure(scorer, task, train) -> dict:
     """Full-ranking test metrics overall and on the cold-item cases, plus validation NDCG@10."""
-    kw = dict(candidates=task.candidates, beyond=False, segments=False, repeats="exclude")
-    test = evaluate(scorer, task.test, train, ks=(10, 50), **kw)
-    ranks = test.per_user["ranks"]                  # 0-based
+    # cold targets are also ranked among the target domain's cold items only: the ceiling of any
+    # policy that slots cold items into the list (reserved places, a calibrated prior)
+    among = np.flatnonzero(task.cold_mask & task.target_mask)
+    ranks, inner = ranks_among(scorer, task.test, [task.candidates, among])
     cold = task.cold_item_cases()
-    out = {k: test.metrics[k] for k in ("NDCG@10", "HR@10", "Recall@50")}
-    out["valid:NDCG@10"] = evaluate(scorer, task.valid, train, ks=(10,), **kw).metrics["NDCG@10"]
+    out = {k: v for k, v in M.accuracy_metrics(ranks, (10, 50)).items() if k in ("NDCG@10", "HR@10", "Recall@50")}
+    out["valid:NDCG@10"] = evaluate(scorer, task.valid, train, ks=(10,), candidates=task.candidates, beyond=False,
+                                    segments=False, repeats="exclude").metrics["NDCG@10"]
     out["cold-items:n"] = int(cold.sum())
     out.update({f"cold-items:{k}": v for k, v in M.accuracy_metrics(ranks[cold], (10, 50)).items()
                 if k in ("HR@10", "NDCG@10", "HR@50")})
     out["cold-items:median_rank"] = float(np.median(ranks[cold]) + 1)
-    # the ceiling of any policy that slots cold items into the list (reserved places, a calibrated
-    # prior): the same scores, the cold targets ranked among the target domain's cold items only
-    among = np.intersect1d(task.cold_items, task.candidates)
-    inner = evaluate(scorer, task.test.subset(cold), train, ks=(1, 10), **{**kw, "candidates": among})
-    out.update({f"cold-items:{k}-among-cold": inner.metrics[k] for k in ("HR@1", "HR@10")})
+    out.update({f"cold-items:{k}-among-cold": v for k, v in M.accuracy_metrics(inner[cold], (1, 10)).items()
+                if k in ("HR@1", "HR@10")})
     # a larger cold set from the same test users: every cold target-domain event of theirs, after its prefix
     events = task.cold_item_events()
-    wide = evaluate(scorer, events, train, ks=(10, 50), **kw)
-    inner = evaluate(scorer, events, train, ks=(1, 10), **{**kw, "candidates": among})
+    wide, inner = ranks_among(scorer, events, [task.candidates, among])
     out["cold-events:n"] = len(events)
-    out.update({f"cold-events:{k}": wide.metrics[k] for k in ("HR@10", "HR@50")})
-    out.update({f"cold-events:{k}-among-cold": inner.metrics[k] for k in ("HR@1", "HR@10")})
+    out.update({f"cold-events:{k}": v for k, v in M.accuracy_metrics(wide, (10, 50)).items()
+                if k in ("HR@10", "HR@50")})
+    out.update({f"cold-events:{k}-among-cold": v for k, v in M.accuracy_metrics(inner, (1, 10)).items()
+                if k in ("HR@1", "HR@10")})
     out["warm-items:NDCG@10"] = M.accuracy_metrics(ranks[~cold], (10,))["NDCG@10"]
     return out
 

@@ -124,8 +124,9 @@ class TextItemTable(nn.Module):
         out = torch.zeros(len(index), self.ids.embedding_dim, device=index.device)
         cold = torch.nonzero(weight[index, 0] > 0).squeeze(1)      # places in index that borrow
         for lo in range(0, len(cold), 16384):                     # bounded [block, k, hidden] gathers
-            part = index[cold[lo:lo + 16384]]
-            out[cold[lo:lo + 16384]] = torch.einsum("nk,nkh->nh", weight[part], self.ids.weight[rows[part]].float())
+            block = cold[lo:lo + 16384]
+            part = index[block]
+            out[block] = torch.einsum("nk,nkh->nh", weight[part], self.ids.weight[rows[part]].float())
         return out
 
     @torch.no_grad()

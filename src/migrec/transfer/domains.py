@@ -116,14 +116,19 @@ class TransferTask:
     def candidates(self) -> np.ndarray:
         return np.flatnonzero(self.target_mask)
 
+    @cached_property
+    def cold_mask(self) -> np.ndarray:
+        """[n_items] True for the items held out of all training data."""
+        cold = np.zeros(self.train.n_items, dtype=bool)
+        cold[self.cold_items] = True
+        return cold
+
     def cold_item_events(self, evalset: EvalSet | None = None) -> EvalSet:
         """More cold-item cases from the same users: every event of a case (history or its first target) whose
         item is a cold target-domain item becomes a case, the events before it its history (cases
         with no event before are left out). Each case keeps its user; a user may give several."""
         evalset = self.test if evalset is None else evalset
-        cold = np.zeros(self.train.n_items, dtype=bool)
-        cold[self.cold_items] = True
-        cold &= self.target_mask
+        cold = self.cold_mask & self.target_mask
         users, histories, targets = [], [], []
         for user, h, t in zip(evalset.users, evalset.histories, evalset.targets):
             events = np.concatenate([np.asarray(h, dtype=np.int64), np.asarray(t, dtype=np.int64)[:1]])
@@ -145,9 +150,7 @@ class TransferTask:
 
     def cold_item_cases(self, evalset: EvalSet | None = None) -> np.ndarray:
         evalset = self.test if evalset is None else evalset
-        cold = np.zeros(self.train.n_items, dtype=bool)
-        cold[self.cold_items] = True
-        return np.array([bool(cold[np.asarray(t)].any()) for t in evalset.targets])
+        return np.array([bool(self.cold_mask[np.asarray(t)].any()) for t in evalset.targets])
 
 
 def make_task(dataset: Dataset, target: str, source: list | None = None, cold_item_share: float = 0.1,
