@@ -360,6 +360,19 @@ def test_model_bank_fits_once_saves_and_reuses_from_disk(world, tmp_path, counte
     for t in ("all", "adapter"):
         assert np.array_equal(loaded[t].score_histories(hists), tuned[t].score_histories(hists))
     assert _user_ids_in(tmp_path, _all_users(world, task)) == []
+    # other settings on the same folder: the saved models are not reused but fitted again and replaced
+    other = ModelBank(task.train, {**params, "lr": params.get("lr", 1e-3) / 2}, save_dir=tmp_path).add_valid(task)
+    other.interest(("a",))
+    assert counted == {"fit": 2, "fine_tune": 2}
+    assert json.loads((tmp_path / "interest_a" / "settings.json").read_text())["params"]["lr"] == other.params["lr"]
+    other.fine_tuned(task, "all")                     # its pre-trained model changed, so it is refitted too
+    assert counted == {"fit": 2, "fine_tune": 3}
+    # the same settings over other training data: refitted as well
+    shorter = TrainSet(task.train.user_ids, task.train.item_ids, [s[:-1] for s in task.train.sequences],
+                       task.train.catalogue, None, task.train.item_vectors, task.train.encoder)
+    assert ModelBank(shorter, params).data_digest != bank.data_digest
+    ModelBank(shorter, other.params, save_dir=tmp_path).add_valid(task).interest(("a",))
+    assert counted == {"fit": 3, "fine_tune": 3}
 
 
 def test_adapter_and_mapping_regimes_through_the_bank(world, counted):

@@ -27,8 +27,10 @@ item masked, a repeated target a miss; "allow": nothing masked), named in each r
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
 import time
 from functools import cached_property
 from pathlib import Path
@@ -94,22 +96,56 @@ class ModelBank:
         return self._cached(key, lambda: make().fit(train, valid))
 
     def _cached(self, key, fit):
-        """Fit once per key; with save_dir, a model fitted by an earlier run is loaded instead."""
+        """Fit once per key; with save_dir, a model fitted by an earlier run from the same settings
+        and training data is loaded instead (a saved model whose settings.json differs is refitted)."""
         if key in self.models:
             return self.models[key]
         folder = None if self.save_dir is None else self.save_dir / _slug(key)
+        settings = self.settings(key)
         if folder is not None and (folder / "cost.json").exists():
-            self.models[key] = Recommender.load(folder)
-            self.costs[key] = tuple(json.loads((folder / "cost.json").read_text()))
-            log.info("loaded %s from %s", key, folder)
-            return self.models[key]
+            saved = _read_json(folder / "settings.json")
+            if saved == settings:
+                self.models[key] = Recommender.load(folder)
+                self.costs[key] = tuple(json.loads((folder / "cost.json").read_text()))
+                log.info("loaded %s from %s", key, folder)
+                return self.models[key]
+            differ = sorted(k for k in settings if (saved or {}).get(k) != settings[k])
+            log.warning("%s in %s was fitted from other settings (%s differ): fitting it again", key, folder,
+                        ", ".join(_differences(saved or {}, settings, differ)))
+            shutil.rmtree(folder)
         model, seconds, peak = _timed(fit)
         self.models[key], self.costs[key] = model, (seconds, peak)
         log.info("fitted %s in %.0f s", key, seconds)
         if folder is not None:
             model.save(folder)
             (folder / "cost.json").write_text(json.dumps(self.costs[key]))
+            (folder / "settings.json").write_text(json.dumps(settings, indent=1, sort_keys=True))
         return model
+
+    def settings(self, key) -> dict:
+        """What the model of `key` is fitted from: the bank's parameters (and fine-tuning overrides
+        for a fine-tuned model; pre-training overrides are part of the key) and a digest of the
+        training data and item vectors. Saved beside the model; a reuse must match it."""
+        out = {"params": self.params, "data": self.data_digest}
+        if key[0] == "fine-tune":
+            out["finetune"] = self.finetune
+        return json.loads(json.dumps(out, sort_keys=True, default=str))
+
+    @cached_property
+    def data_digest(self) -> str:
+        """SHA-256 (first 16 hex digits) of the training items, users, sequences, encoder and item vectors."""
+        train, digest = self.train, hashlib.sha256()
+        for ids in (train.item_ids, train.user_ids):
+            digest.update("\x1f".join(map(str, ids)).encode())
+        lengths = np.fromiter((len(s) for s in train.sequences), dtype=np.int64, count=len(train.sequences))
+        digest.update(lengths.tobytes())
+        for seq in train.sequences:
+            digest.update(np.ascontiguousarray(seq, dtype=np.int64).tobytes())
+        digest.update(str(getattr(train, "encoder", None)).encode())
+        vectors = getattr(train, "item_vectors", None)
+        if vectors is not None:
+            digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+        return digest.hexdigest()[:16]
 
     def interest(self, domains) -> InterestModel:
         """Interest model trained on the events of `domains` only."""
@@ -402,6 +438,26 @@ def _concat(parts: list) -> EvalSet | None:
         return None
     return EvalSet(np.concatenate([p.users for p in parts]), sum((p.histories for p in parts), []),
                    sum((p.targets for p in parts), []))
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _differences(saved: dict, now: dict, keys: list) -> list[str]:
+    """'params: lr 0.001 -> 0.0005' for dictionaries, else the key's name."""
+    out = []
+    for key in keys:
+        old, new = saved.get(key), now[key]
+        if isinstance(old, dict) and isinstance(new, dict):
+            names = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            out.append(f"{key}: " + ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in names))
+        else:
+            out.append(key)
+    return out
 
 
 def _slug(key: tuple) -> str:
