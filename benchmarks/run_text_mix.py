@@ -7,7 +7,10 @@ target-only interest models with run_transfer's settings: `text+id` as run_trans
 adapted text + ID embedding), and `text-only` (use_id=False: items known only through their text,
 UniSRec's inductive setting; batch 64 and the full softmax, the best of a small sweep on Scientific's
 validation), then `text+id+text-only` = transfer.ValidatedMix of the two, its weight chosen on
-validation NDCG@10 (0 = text+id alone, so it is never below text+id on validation). Each row's
+validation NDCG@10 (0 = text+id alone, so it is never below text+id on validation), and
+`text+id+text-only+text-knn` = that mix mixed in turn with text neighbours (models.text_knn: the
+newest events' text similarity, no training), the weight again chosen on validation from
+transfer.regimes.TEXT_GRID (0 = the mix), as run_transfer's transfer-mix+text does. Each row's
 `vs-text+id:NDCG@10` is the test difference to text+id over the same cases with a paired 95 %
 bootstrap interval. `--seeds 0,1,2` repeats it with other model seeds (rows `...[seed=s]`): bf16 training
 on 2 threads is not bit-reproducible, so seeds show the spread. Writes benchmarks/results/text-mix.json
@@ -28,12 +31,14 @@ from migrec.data import load_seqrec, load_unisrec  # noqa: E402
 from migrec.evaluation import metrics as M  # noqa: E402
 from migrec.evaluation.evaluator import evaluate, repeats_note  # noqa: E402
 from migrec.evaluation.memory import PeakMemory  # noqa: E402
+from migrec.models.text_knn import TextNeighbours  # noqa: E402
 from migrec.hardware import machine_description  # noqa: E402
 from migrec.transfer.mix import ValidatedMix  # noqa: E402
-from migrec.transfer.regimes import TransferExperiment, paired_difference  # noqa: E402
+from migrec.transfer.regimes import TEXT_GRID, TransferExperiment, paired_difference  # noqa: E402
 from migrec.transfer.run import transfer_setup  # noqa: E402
 
 TEXT_ONLY = {"use_id": False, "batch_size": 64, "negatives": None}
+KNN = {"last": 1, "decay": 0.5}      # text neighbours of the newest event (TextNeighbours' defaults)
 
 
 def load(data: Path, name: str):
@@ -56,11 +61,16 @@ def run(data: Path, target: str, seed: int = 0) -> list[dict]:
     text, _, _, text_s, text_mb = fit(dataset, target, TEXT_ONLY, seed)
     with PeakMemory() as mem:
         mix = ValidatedMix(base, text, candidates=task.candidates).fit(train, task.valid)
+    mix_s, mix_mb = base_s + text_s + mem.seconds, max(base_mb, text_mb, mem.peak_mb)
+    with PeakMemory() as mem:
+        knn = ValidatedMix(mix, TextNeighbours(**KNN).fit(train), candidates=task.candidates,
+                           grid=TEXT_GRID).fit(train, task.valid)
     kw = dict(candidates=task.candidates, beyond=False, segments=False, repeats="exclude", ks=(10, 50))
     rows, reference = [], None
     for label, model, seconds, peak in (("text+id", base, base_s, base_mb), ("text-only", text, text_s, text_mb),
-                                        ("text+id+text-only", mix, base_s + text_s + mem.seconds,
-                                         max(base_mb, text_mb, mem.peak_mb))):
+                                        ("text+id+text-only", mix, mix_s, mix_mb),
+                                        ("text+id+text-only+text-knn", knn, mix_s + mem.seconds,
+                                         max(mix_mb, mem.peak_mb))):
         test = evaluate(model, task.test, train, **kw)
         gains = M.accuracy_per_user(test.per_user["ranks"], 10)["NDCG"]
         reference = gains if reference is None else reference
@@ -71,8 +81,8 @@ def run(data: Path, target: str, seed: int = 0) -> list[dict]:
                         "cases": len(task.test)})
         name = f"{target}/{label}" + (f"[seed={seed}]" if seed else "")
         row = {"model": name, "metrics": metrics, "train_seconds": seconds, "peak_rss_mb": peak}
-        if model is mix:
-            row.update(mix_weight=mix.weight_, valid_by_weight=mix.valid_ndcg_)
+        if isinstance(model, ValidatedMix):
+            row.update(mix_weight=model.weight_, valid_by_weight=model.valid_ndcg_)
         print(name, {k: round(v, 4) for k, v in metrics.items()}, flush=True)
         rows.append(row)
     return rows
@@ -96,8 +106,10 @@ def main(argv=None) -> None:
                 f"2048 sampled negatives, dropout 0.3, patience 3, bf16 where native); text-only: the same with "
                 f"{TEXT_ONLY} (no ID embeddings; full softmax); text+id+text-only: ValidatedMix of the two, "
                 f"(1-w) z(text+id) + w z(text-only), w from 0, 0.1, ..., 1 by validation NDCG@10 (mix_weight, "
-                f"valid_by_weight). vs-text+id: test NDCG@10 minus text+id's over the same cases, paired 95 % "
-                f"bootstrap interval (low, high). train_seconds of the mix: both fits and the weight search.")
+                f"valid_by_weight); text+id+text-only+text-knn: that mix and TextNeighbours({KNN}) mixed "
+                f"the same way, the text neighbours' weight from {TEXT_GRID}. vs-text+id: test NDCG@10 "
+                f"minus text+id's over the same cases, paired 95 % "
+                f"bootstrap interval (low, high). train_seconds of a mix: both fits and the weight searches.")
     write_json({"dataset": "text-mix", "protocol": protocol, "machine": machine_description(),
                 "command": command, "rows": rows})
     write_results_md()

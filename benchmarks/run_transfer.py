@@ -28,8 +28,9 @@ from migrec.evaluation.plots import segment_chart  # noqa: E402
 from migrec.transfer import ALL, flag_negative_transfer  # noqa: E402
 from migrec.transfer.run import run_transfer  # noqa: E402
 
-ORDER = ["popularity", "text-knn", "sasrec", "emcdr-mf", "target-only", "transfer-zero-shot", "transfer-adapter",
-         "transfer-full", "transfer-joint", "transfer-mapping", "transfer-mix", "transfer-mix+text"]
+ORDER = ["popularity", "text-knn", "sasrec", "emcdr-mf", "target-only", "transfer-zero-shot",
+         "transfer-zero-shot+text", "transfer-adapter", "transfer-full", "transfer-joint", "transfer-mapping",
+         "transfer-mix", "transfer-mix+text"]
 SEGMENTS = ["cold-users", "target-events:1-3", "target-events:4+", "cold-items", "warm-items"]
 
 
@@ -47,9 +48,9 @@ def save(result, dataset: str, command: str, extra_protocol: str = "") -> None:
                 f"(:lo95, :hi95; 2000 resamples of the cases). transfer-mix mixes target-only with the other "
                 f"regime of best validation NDCG@10 (mixed_with) at the weight chosen on validation "
                 f"(mix_weight); transfer-mix+text mixes transfer-mix with text neighbours (the last event's "
-                f"text similarity) at a weight chosen on validation from 0-0.5. train_seconds of a transfer regime "
-                f"include its "
-                f"pre-training.{extra_protocol}")
+                f"text similarity) at a weight chosen on validation from 0-0.5; transfer-zero-shot+text mixes the "
+                f"zero-shot model with text neighbours at a weight chosen on the source domains' validation cases "
+                f"(no target data). train_seconds of a transfer regime include its pre-training.{extra_protocol}")
     if skipped:
         protocol += f" Not applicable (no overlapping users): {', '.join(skipped)}."
     rows = []

@@ -620,3 +620,28 @@ def test_pretrain_overrides_give_the_transfer_regimes_a_source_model_of_their_ow
     # without overrides the source model is the shared one (one fit serves both directions)
     shared = ModelBank(task.train, dict(SMALL, epochs=3, use_id=True)).add_valid(task)
     assert shared.pretrained(("a",)) is shared.interest(["a"])
+
+
+def test_zero_shot_text_regime_chooses_its_weight_on_the_source_domain_only(world):
+    from migrec.models.text_knn import TextNeighbours
+    from migrec.transfer import ValidatedMix
+
+    task = _task(world)                                    # target b, source a
+    bank = ModelBank(task.train, dict(epochs=3, use_id=False, **SMALL)).add_valid(task)
+    experiment = TransferExperiment(task, bank, ["transfer-zero-shot", "transfer-zero-shot+text"])
+    with pytest.raises(ValueError, match="source domains' validation cases"):
+        experiment.build("transfer-zero-shot+text")        # only the target's validation cases are registered
+    bank.add_valid(_task(world, target="a"))
+    mix, seconds, _ = experiment.build("transfer-zero-shot+text")
+    assert mix.base is bank.pretrained(("a",)) and isinstance(mix.other, TextNeighbours) and seconds > 0
+    assert mix.mixed_with_ == "text-knn over transfer-zero-shot (weight chosen on a)"
+    # the weight is the one a mix fitted on the source's validation cases (source items ranked) picks
+    by_hand = ValidatedMix(mix.base, mix.other, candidates=np.flatnonzero(task.source_mask)) \
+        .fit(task.train, bank.valid_for(["a"]))
+    assert mix.weight_ == by_hand.weight_ and mix.valid_ndcg_ == by_hand.valid_ndcg_
+    # and it ranks the target domain's items: finite scores there, -inf on the source's
+    scores = mix.score_histories(task.test.histories[:5])
+    assert np.array_equal(mix.candidates, task.candidates)
+    assert np.isfinite(scores[:, task.candidates]).all() and np.isneginf(scores[:, task.source_mask]).all()
+    row = {r["model"]: r for r in TransferExperiment(task, bank, ["target-only", "transfer-zero-shot+text"]).run().rows}
+    assert row["transfer-zero-shot+text"]["mix_weight"] == mix.weight_

@@ -7,6 +7,8 @@
 Regimes (the InterestModel with domain adapters throughout):
   target-only         trained on target-domain events; sees only the target history
   transfer-zero-shot  trained on the source domain(s) only; target items known by text
+  transfer-zero-shot+text  that model mixed with text neighbours (below), the weight chosen on the
+                      source domains' validation cases: still no target-domain data
   transfer-adapter    that model, then only its text adapters fine-tuned on the target users
   transfer-full       that model, then every weight fine-tuned on the target users
   transfer-joint      one model over all domains' mixed sequences
@@ -52,8 +54,8 @@ from .mapping import EMCDRMapping, pack_mapping, unpack_mapping
 from .mix import ValidatedMix
 
 log = logging.getLogger(__name__)
-REGIMES = ["target-only", "transfer-zero-shot", "transfer-adapter", "transfer-full", "transfer-joint",
-           "transfer-mapping", "transfer-mix", "transfer-mix+text"]
+REGIMES = ["target-only", "transfer-zero-shot", "transfer-zero-shot+text", "transfer-adapter", "transfer-full",
+           "transfer-joint", "transfer-mapping", "transfer-mix", "transfer-mix+text"]
 MIXED = ("transfer-zero-shot", "transfer-adapter", "transfer-full", "transfer-joint")   # transfer-mix picks one
 TEXT_GRID = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)   # text neighbours' share: small, finely
 BOOTSTRAP = 2000
@@ -109,9 +111,12 @@ class ModelBank:
                 self.costs[key] = tuple(json.loads((folder / "cost.json").read_text()))
                 log.info("loaded %s from %s", key, folder)
                 return self.models[key]
-            differ = sorted(k for k in settings if (saved or {}).get(k) != settings[k])
-            log.warning("%s in %s was fitted from other settings (%s differ): fitting it again", key, folder,
-                        ", ".join(_differences(saved or {}, settings, differ)))
+            if saved is None:
+                log.warning("%s in %s has no readable settings.json: fitting it again", key, folder)
+            else:
+                differ = sorted(k for k in settings if saved.get(k) != settings[k])
+                log.warning("%s in %s was fitted from other settings (%s): fitting it again", key, folder,
+                            "; ".join(_differences(saved, settings, differ)))
             shutil.rmtree(folder)
         model, seconds, peak = _timed(fit)
         self.models[key], self.costs[key] = model, (seconds, peak)
@@ -316,6 +321,8 @@ class TransferExperiment:
             return DomainView(bank.interest(tgt), task.target_mask, name), *bank.cost(("interest", tgt))
         if name == "transfer-zero-shot":
             return bank.pretrained(src), *bank.cost(bank.pretrained_key(src))
+        if name == "transfer-zero-shot+text":
+            return self._zero_shot_text()
         if name in ("transfer-adapter", "transfer-full"):
             trainable = "adapter" if name == "transfer-adapter" else "all"
             model = bank.fine_tuned(task, trainable)
@@ -339,6 +346,22 @@ class TransferExperiment:
             blend.mixed_with_ = f"text-knn over transfer-mix ({mix.mixed_with_} at {mix.weight_})"
             return blend, s1 + s2, max(p1, p2)
         raise ValueError(name)
+
+    def _zero_shot_text(self):
+        """The pre-trained model mixed with text neighbours, the weight chosen on the source domains'
+        validation cases (ranking among the source items): no target-domain event or case is used."""
+        task, bank = self.task, self.bank
+        valid = bank.valid_for(task.source)
+        if valid is None or len(valid) == 0:
+            raise ValueError("transfer-zero-shot+text chooses its weight on the source domains' validation cases: "
+                             f"register them (validate_on={sorted(task.source)} in run_transfer)")
+        pre, s1, p1 = self.build("transfer-zero-shot")
+        text = TextNeighbours().fit(bank.train)
+        mix, s2, p2 = _timed(lambda: ValidatedMix(pre, text, candidates=np.flatnonzero(task.source_mask),
+                                                  repeats=self.repeats).fit(bank.train, valid))
+        mix.set_params(candidates=task.candidates)       # the weight stays; the target's items are ranked
+        mix.mixed_with_ = f"text-knn over transfer-zero-shot (weight chosen on {'+'.join(sorted(task.source))})"
+        return mix, s1 + s2, max(p1, p2)
 
     @cached_property
     def _mix(self):
