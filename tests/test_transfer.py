@@ -361,11 +361,11 @@ def test_model_bank_fits_once_saves_and_reuses_from_disk(world, tmp_path, counte
         assert np.array_equal(loaded[t].score_histories(hists), tuned[t].score_histories(hists))
     assert _user_ids_in(tmp_path, _all_users(world, task)) == []
     # other settings on the same folder: the saved models are not reused but fitted again and replaced
-    other = ModelBank(task.train, {**params, "lr": params.get("lr", 1e-3) / 2}, save_dir=tmp_path).add_valid(task)
+    other = ModelBank(task.train, {**params, "lr": params["lr"] / 2}, save_dir=tmp_path).add_valid(task)
     other.interest(("a",))
     assert counted == {"fit": 2, "fine_tune": 2}
     assert json.loads((tmp_path / "interest_a" / "settings.json").read_text())["params"]["lr"] == other.params["lr"]
-    other.fine_tuned(task, "all")                     # its pre-trained model changed, so it is refitted too
+    other.fine_tuned(task, "all")                     # its settings hold the changed parameters too: refitted
     assert counted == {"fit": 2, "fine_tune": 3}
     # the same settings over other training data: refitted as well
     shorter = TrainSet(task.train.user_ids, task.train.item_ids, [s[:-1] for s in task.train.sequences],

@@ -103,7 +103,7 @@ class ModelBank:
         if key in self.models:
             return self.models[key]
         folder = None if self.save_dir is None else self.save_dir / _slug(key)
-        settings = self.settings(key)
+        settings = None if folder is None else self.settings(key)   # digests the data: only when saving
         if folder is not None and (folder / "cost.json").exists():
             saved = _read_json(folder / "settings.json")
             if saved == settings:
@@ -144,8 +144,8 @@ class ModelBank:
             digest.update("\x1f".join(map(str, ids)).encode())
         lengths = np.fromiter((len(s) for s in train.sequences), dtype=np.int64, count=len(train.sequences))
         digest.update(lengths.tobytes())
-        for seq in train.sequences:
-            digest.update(np.ascontiguousarray(seq, dtype=np.int64).tobytes())
+        if len(train.sequences):
+            digest.update(np.concatenate(train.sequences).astype(np.int64).tobytes())
         digest.update(str(getattr(train, "encoder", None)).encode())
         vectors = getattr(train, "item_vectors", None)
         if vectors is not None:
