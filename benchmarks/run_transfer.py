@@ -84,6 +84,9 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", default="exclude", choices=REPEATS,
                         help="history policy: exclude (every history item masked, a repeated target is a miss) "
                              "or allow (nothing masked)")
+    parser.add_argument("--extra-valid", type=int, default=0, metavar="N",
+                        help="Food-Kitchen: N training users active in both domains give their last event to "
+                             "validation (make_task(extra_valid=N)); the held-out valid users alone are few")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = "python benchmarks/run_transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -96,7 +99,7 @@ def main(argv=None) -> None:
     if args.only in (None, "food-kitchen"):
         to_kitchen, to_food = run_transfer(fk, targets=["kitchen", "food"], models=models, params=params,
                                            save_dir=args.save_dir and Path(args.save_dir) / "food-kitchen",
-                                           repeats=args.repeats)
+                                           repeats=args.repeats, extra_valid=args.extra_valid)
         save(to_kitchen, "food-to-kitchen", command)
         save(to_food, "kitchen-to-food", command)
     if args.only in (None, "scientific"):

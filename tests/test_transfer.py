@@ -129,6 +129,30 @@ def test_cold_item_events_make_a_case_of_every_cold_target_domain_event_after_it
     assert all(np.isin(t, cold_b).all() and len(h) > 0 for h, t in zip(own.histories, own.targets))
 
 
+def test_extra_valid_moves_cross_domain_users_last_events_from_training_to_validation(world):
+    data, _ = world
+    plain = make_task(data, target="b", cold_item_share=0.0)
+    task = make_task(data, target="b", cold_item_share=0.0, extra_valid=5)
+    assert np.array_equal(task.valid.users[:24], plain.valid.users) and len(task.test) == len(plain.test)
+    shortened = [u for u, (a, b) in enumerate(zip(plain.train.sequences, task.train.sequences)) if len(a) != len(b)]
+    assert len(shortened) == 5
+    for u in shortened:
+        whole, kept = plain.train.sequences[u], task.train.sequences[u]
+        assert np.array_equal(kept, whole[:-1])                      # only the last event left training
+        assert str(task.train.user_ids[u]).startswith("ab:")          # drawn among two-domain users
+    # every "ab" user's last event is a b item, so each drawn user is one more b validation case
+    assert list(task.valid.users[24:]) == shortened
+    assert all(np.array_equal(h, plain.train.sequences[u][:-1]) and t[0] == plain.train.sequences[u][-1]
+               for u, h, t in zip(task.valid.users[24:], task.valid.histories[24:], task.valid.targets[24:]))
+    assert "plus 5 validation cases from 5 training users" in task.protocol
+    again = make_task(data, target="b", cold_item_share=0.0, extra_valid=5, seed=1)
+    assert list(again.valid.users[24:]) != shortened               # the seed draws the users
+    with pytest.raises(ValueError, match="only 20 training users have events in two or more domains"):
+        make_task(data, target="b", extra_valid=21)
+    with pytest.raises(ValueError, match="needs held-out users"):
+        make_task(Dataset(data.interactions, data.catalogue, "plain"), target="b", extra_valid=5)
+
+
 def test_leave_one_out_task_within_the_target_domain(world):
     data, _ = world
     plain = Dataset(data.interactions, data.catalogue, "plain")   # no held-out lists: leave-one-out
@@ -411,6 +435,10 @@ def test_food_kitchen_tasks(shared_data):
     kitchen = make_task(data, target="kitchen")
     food = make_task(data, target="food")
     assert (len(kitchen.valid), len(kitchen.test), len(food.valid), len(food.test)) == (597, 637, 363, 300)
+    # 4,000 two-domain training users give their last event: 2,571 Kitchen and 1,429 Food cases more
+    more_k, more_f = (make_task(data, target=t, extra_valid=4000) for t in ("kitchen", "food"))
+    assert (len(more_k.valid), len(more_f.valid), len(more_k.test), len(more_f.test)) == (3168, 1792, 637, 300)
+    assert all(np.array_equal(a, b) for a, b in zip(more_k.train.sequences, more_f.train.sequences))
     # both directions share the training data (so they can share fitted models)
     assert all(np.array_equal(a, b) for a, b in zip(kitchen.train.sequences, food.train.sequences))
     held = set(data.meta["heldout_users"]["valid"]) | set(data.meta["heldout_users"]["test"])

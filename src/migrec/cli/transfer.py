@@ -35,6 +35,9 @@ def add_parser(sub) -> None:
     p.add_argument("--save-dir", default=None, help="keep fitted models here; a re-run reuses them")
     p.add_argument("--out", default=None, help="folder for <source>-to-<target>.json")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--extra-valid", type=int, default=0, metavar="N",
+                   help="N training users active in two or more domains give their last event to validation "
+                        "(data sets with held-out users only)")
     p.set_defaults(func=run)
 
 
@@ -66,7 +69,7 @@ def run(args) -> None:
                            encoder=args.encoder, cache_dir=pipeline.cache_dir_for(args.cache),
                            cold_item_share=args.cold_items, sampled_negatives=args.sampled, seed=args.seed,
                            validate_on=[d for d in source if d not in targets], save_dir=args.save_dir,
-                           repeats=args.repeats)
+                           repeats=args.repeats, extra_valid=args.extra_valid)
     for result in results:
         task = result.task
         print(f"\n## {task.name}: {len(task.test)} test cases, ranking among {len(task.candidates)} "

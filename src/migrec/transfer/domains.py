@@ -154,7 +154,7 @@ class TransferTask:
 
 
 def make_task(dataset: Dataset, target: str, source: list | None = None, cold_item_share: float = 0.1,
-              seed: int = 0, name: str | None = None) -> TransferTask:
+              seed: int = 0, name: str | None = None, extra_valid: int = 0) -> TransferTask:
     """Build a transfer task from a multi-domain data set.
 
     Held-out users (``dataset.meta["heldout_users"]`` with "valid"/"test" lists, as the
@@ -166,6 +166,11 @@ def make_task(dataset: Dataset, target: str, source: list | None = None, cold_it
 
     cold_item_share: this share of each domain's items (uniformly drawn) is removed from
     all training sequences; test cases whose target is one of them measure cold-item quality.
+    extra_valid: with held-out users, this many training users active in two or more domains
+    (drawn with `seed`, whatever the target) give their last event to validation: it leaves their
+    training sequence, and where it is a target-domain item it becomes one more validation case
+    (the events before it the history). Validation then has more cases than the held-out list
+    alone, and the training data stay the same for every target, so directions share models.
     """
     domains = sorted(dataset.catalogue[DOMAIN].astype(str).unique())
     if target not in domains:
@@ -187,7 +192,13 @@ def make_task(dataset: Dataset, target: str, source: list | None = None, cold_it
     heldout = dataset.meta.get("heldout_users") or {}
     train_seqs, valid, test, protocol = _heldout_cases(seqs, user_ids, heldout, is_target)
     if len(valid) + len(test) == 0:   # no held-out case ends in the target domain
+        if extra_valid:
+            raise ValueError("extra_valid needs held-out users (dataset.meta['heldout_users']); with "
+                             "leave-one-out every user already gives a validation case")
         train_seqs, valid, test, protocol = _leave_one_out_cases(train_seqs, is_target)
+    elif extra_valid:
+        train_seqs, valid, note = _extra_valid_cases(train_seqs, valid, dom, is_target, extra_valid, seed)
+        protocol += note
     removed = np.zeros(len(item_ids), dtype=bool)
     removed[cold] = True
     train_seqs = [s[~removed[s]] for s in train_seqs]
@@ -227,6 +238,31 @@ def _heldout_cases(seqs, user_ids, heldout, is_target):
     protocol = ("held-out users (the data set's valid/test lists): last event = target, the rest = history; "
                 "cases whose target is in the target domain")
     return train_seqs, out["valid"], out["test"], protocol
+
+
+def _extra_valid_cases(seqs, valid: EvalSet, dom: np.ndarray, is_target: np.ndarray, n: int, seed: int):
+    """n training users with events in two or more domains give up their last event (see make_task)."""
+    if n < 0:
+        raise ValueError(f"extra_valid must be >= 0, got {n}")
+    eligible = np.flatnonzero([len(s) >= 2 and len(np.unique(dom[s])) >= 2 for s in seqs])
+    if n > len(eligible):
+        raise ValueError(f"extra_valid={n}, but only {len(eligible)} training users have events in two or more "
+                         "domains")
+    drawn = np.sort(np.random.default_rng([seed, 1]).choice(eligible, size=n, replace=False))
+    seqs = list(seqs)
+    users, histories, targets = list(valid.users), list(valid.histories), list(valid.targets)
+    for u in drawn:
+        s = seqs[u]
+        seqs[u] = s[:-1]
+        if is_target[s[-1]]:
+            users.append(u)
+            histories.append(s[:-1])
+            targets.append(s[-1:])
+    added = len(users) - len(valid)
+    note = (f"; plus {added} validation cases from {n} training users with events in two or more domains (drawn "
+            f"with the seed, whatever the target): each one's last event left training, and is a case where it "
+            f"is a target-domain item ({len(valid)} held-out and {added} such validation cases)")
+    return seqs, EvalSet(np.asarray(users, dtype=np.int64), histories, targets), note
 
 
 def _leave_one_out_cases(seqs, is_target):

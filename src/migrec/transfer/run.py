@@ -30,7 +30,7 @@ def run_transfer(dataset: Dataset, targets: list[str], source: list[str] | None 
                  encoder: str | None = "st", cache_dir=True, item_vectors=None, cold_item_share: float = 0.1,
                  sampled_negatives: int = 999, validate_on: list[str] | None = None, seed: int = 0,
                  emcdr_params: dict | None = None, save_dir=None, repeats: str = "exclude",
-                 pretrain: dict | None = None) -> list[TransferResult]:
+                 pretrain: dict | None = None, extra_valid: int = 0) -> list[TransferResult]:
     """Run the regimes for each target domain (source: every other domain unless given).
 
     repeats: the evaluator's history policy ("exclude" or "allow"; see migrec.evaluation.evaluator).
@@ -39,11 +39,13 @@ def run_transfer(dataset: Dataset, targets: list[str], source: list[str] | None 
     save_dir: keep fitted models there; a later run with the same settings reuses them.
     pretrain: parameter overrides for the models pre-trained on the source (e.g. {"id_dropout": 0.5});
     the transfer regimes start from that model instead of the shared source-domain one.
+    extra_valid: this many cross-domain training users give their last event to validation
+    (make_task), so that models early-stop and mixes choose their weights on more cases.
     """
     tasks, bank = transfer_setup(dataset, targets, source=source, params=params, sasrec_params=sasrec_params,
                                  finetune=finetune, encoder=encoder, cache_dir=cache_dir, item_vectors=item_vectors,
                                  cold_item_share=cold_item_share, validate_on=validate_on, seed=seed,
-                                 save_dir=save_dir, pretrain=pretrain)
+                                 save_dir=save_dir, pretrain=pretrain, extra_valid=extra_valid)
     results = []
     for task in tasks:
         names = [m for m in models if m not in ("emcdr-mf", "transfer-mapping") or _has_overlap(task)]
@@ -60,12 +62,12 @@ def transfer_setup(dataset: Dataset, targets: list[str], source: list[str] | Non
                    sasrec_params: dict | None = None, finetune: dict | None = None, encoder: str | None = "st",
                    cache_dir=True, item_vectors=None, cold_item_share: float = 0.1,
                    validate_on: list[str] | None = None, seed: int = 0, save_dir=None,
-                   pretrain: dict | None = None) -> tuple[list[TransferTask], ModelBank]:
+                   pretrain: dict | None = None, extra_valid: int = 0) -> tuple[list[TransferTask], ModelBank]:
     """The tasks (one per target, sharing one encoded training set) and the ModelBank that fits
     their models, without running anything: run_transfer's first half (arguments as there)."""
-    tasks = [make_task(dataset, target=t, source=source, cold_item_share=cold_item_share, seed=seed)
-             for t in targets]
-    extra = [make_task(dataset, target=d, cold_item_share=cold_item_share, seed=seed)
+    tasks = [make_task(dataset, target=t, source=source, cold_item_share=cold_item_share, seed=seed,
+                       extra_valid=extra_valid) for t in targets]
+    extra = [make_task(dataset, target=d, cold_item_share=cold_item_share, seed=seed, extra_valid=extra_valid)
              for d in (validate_on or []) if d not in targets]
     train = tasks[0].train
     if item_vectors is None and encoder:
