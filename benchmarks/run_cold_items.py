@@ -86,13 +86,16 @@ def main(argv=None) -> None:
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--ks", default="0,3,10,30", help="cold_neighbours values (0: text-only cold rows)")
     parser.add_argument("--save-dir", default=None, help="fitted models kept here (shared with run_transfer.py)")
+    parser.add_argument("--extra-valid", type=int, default=0, metavar="N",
+                        help="as run_transfer.py --extra-valid (the same N reuses its saved models)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = "python benchmarks/run_cold_items.py " + " ".join(sys.argv[1:] if argv is None else argv)
     ks = [int(k) for k in args.ks.split(",")]
     fk = load_amazon_food_kitchen(Path(args.data) / "amazon-food-kitchen")
     tasks, bank = transfer_setup(fk, ["kitchen", "food"],
-                                 save_dir=args.save_dir and Path(args.save_dir) / "food-kitchen")
+                                 save_dir=args.save_dir and Path(args.save_dir) / "food-kitchen",
+                                 extra_valid=args.extra_valid)
     rows = []
     for task in tasks:
         exp = TransferExperiment(task, bank, ["text-knn"] + MODELS)

@@ -621,6 +621,27 @@ def test_domain_dropout_drops_the_domain_parts_of_whole_training_batches():
     assert 60 < sum(kinds) < 140, sum(kinds)
 
 
+def test_as_new_domain_scores_every_item_by_the_shared_adapter_alone_at_inference():
+    from migrec.models.interest import TextItemTable
+
+    torch.manual_seed(0)
+    text = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
+    table = TextItemTable(text, np.ones(6, np.float32), hidden=4, experts=2, dropout=0.0, use_id=True,
+                          domains=np.array([0, 0, 0, 1, 1, 1]), n_domains=2, cold_neighbours=2)
+    with torch.no_grad():
+        table.domain_adapter.normal_()                 # trained-looking domain and ID parts
+        table.domain_embedding.normal_()
+        table.ids.weight.normal_()
+        shared = table.adapter(table.text) * (torch.arange(7) > 0)[:, None]
+        table.eval()
+        full = table()
+        assert (full - shared).abs().max() > 0.1
+        table.as_new_domain = True
+        torch.testing.assert_close(table(), shared)    # no domain, ID or borrowed parts
+        table.train()
+        torch.testing.assert_close(table(), full)      # training ignores it
+
+
 # -- explain ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", INTEREST)
 @pytest.mark.parametrize("u", [0, 10])    # user 0 has more than max_len events, user 10 fewer

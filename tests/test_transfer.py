@@ -662,11 +662,20 @@ def test_zero_shot_text_regime_chooses_its_weight_on_the_source_domain_only(worl
     bank.add_valid(_task(world, target="a"))
     mix, seconds, _ = experiment.build("transfer-zero-shot+text")
     assert mix.base is bank.pretrained(("a",)) and isinstance(mix.other, TextNeighbours) and seconds > 0
-    assert mix.mixed_with_ == "text-knn over transfer-zero-shot (weight chosen on a)"
-    # the weight is the one a mix fitted on the source's validation cases (source items ranked) picks
-    by_hand = ValidatedMix(mix.base, mix.other, candidates=np.flatnonzero(task.source_mask)) \
+    assert mix.mixed_with_ == "text-knn over transfer-zero-shot (weight chosen on a, scored as a new domain)"
+    assert mix.base.as_new_domain is False                 # the target is scored by the model as trained
+    # the weight is the one a mix fitted on the source's validation cases (source items ranked, every item
+    # scored as a new domain's: shared adapter alone) picks
+    probe = mix.base.clone().set_params(as_new_domain=True)
+    by_hand = ValidatedMix(probe, mix.other, candidates=np.flatnonzero(task.source_mask)) \
         .fit(task.train, bank.valid_for(["a"]))
     assert mix.weight_ == by_hand.weight_ and mix.valid_ndcg_ == by_hand.valid_ndcg_
+    as_trained = ValidatedMix(mix.base, mix.other, candidates=np.flatnonzero(task.source_mask)) \
+        .fit(task.train, bank.valid_for(["a"]))
+    assert as_trained.valid_ndcg_ != by_hand.valid_ndcg_    # the probe ranks the source differently
+    hists = task.test.histories[:4]                         # switched back on the fitted clone: no refit needed
+    np.testing.assert_allclose(probe.set_params(as_new_domain=False).score_histories(hists),
+                               mix.base.score_histories(hists), rtol=1e-5)
     # and it ranks the target domain's items: finite scores there, -inf on the source's
     scores = mix.score_histories(task.test.histories[:5])
     assert np.array_equal(mix.candidates, task.candidates)

@@ -60,9 +60,10 @@ class TextItemTable(nn.Module):
     def __init__(self, text: np.ndarray, seen: np.ndarray, hidden: int, experts: int, dropout: float,
                  use_id: bool, domains: np.ndarray | None = None, n_domains: int = 0, id_dropout: float = 0.0,
                  centre_domains: bool = False, tower: TextTower | None = None, tower_rows: int = 64,
-                 cold_neighbours: int = 0, domain_dropout: float = 0.0):
+                 cold_neighbours: int = 0, domain_dropout: float = 0.0, as_new_domain: bool = False):
         super().__init__()
         self.id_dropout, self.cold_neighbours, self.domain_dropout = id_dropout, cold_neighbours, domain_dropout
+        self.as_new_domain = as_new_domain
         # tower: the sentence model's trainable top; `text` then holds its latest output per row
         self.tower, self.tower_rows, self.stale = tower, tower_rows, False
         text = torch.as_tensor(text, dtype=torch.float32)
@@ -98,6 +99,10 @@ class TextItemTable(nn.Module):
         # domain_dropout: a training batch goes without the domain parts at this rate, so the shared
         # adapter alone must rank too, as it has to for a domain the model has never seen
         dropped = self.training and self.domain_dropout > 0 and float(torch.rand(())) < self.domain_dropout
+        # as_new_domain (inference only): every row as an item of a domain the model never saw,
+        # the shared adapter alone, without domain or ID parts
+        if self.as_new_domain and not self.training:
+            return table * (index > 0)[:, None].to(table.dtype)
         if self.domain_adapter is not None and not dropped:
             dom = self.domain[index]
             residual = torch.zeros_like(table)
@@ -226,7 +231,7 @@ class InterestModel(SequentialRecommender):
                  temperature: float = 0.07, normalize: bool = True, domain_adapters: bool = False,
                  id_dropout: float = 0.0, softmax_over: str = "seen", centre_domains: bool = False,
                  text_layers: int = 0, text_lr: float = 1e-4, text_rows: int = 64, cold_neighbours: int = 0,
-                 domain_dropout: float = 0.0, **kw):
+                 domain_dropout: float = 0.0, as_new_domain: bool = False, **kw):
         super().__init__(temperature=temperature, normalize=normalize, softmax_over=softmax_over, **kw)
         self.use_id, self.experts, self.adapter_dropout = use_id, experts, adapter_dropout
         self.domain_adapters = domain_adapters  # per-domain residual adapter + embedding (catalogue "domain")
@@ -241,6 +246,10 @@ class InterestModel(SequentialRecommender):
         # cold_neighbours=k (use_id only): at inference an item without training events borrows the
         # mean ID part of its k nearest seen items by text; 0 scores it from its text alone
         self.cold_neighbours = cold_neighbours
+        # as_new_domain: at inference, score every item (history and candidates) as an item of a domain
+        # never trained on: the shared text adapter alone, no ID or domain parts. Zero-shot transfer
+        # sets it on the source domains to see how the model ranks where nothing is known but text.
+        self.as_new_domain = as_new_domain
 
     def _prepare_items(self, train) -> None:
         if getattr(train, "item_vectors", None) is None:
@@ -280,15 +289,15 @@ class InterestModel(SequentialRecommender):
         return TextItemTable(self.text_vectors_, self.seen_, self.hidden, self.experts, self.adapter_dropout,
                              self.use_id, codes, len(getattr(self, "domain_names_", [])), self.id_dropout,
                              self.centre_domains, tower, self.text_rows, self.cold_neighbours,
-                             self.domain_dropout)
+                             self.domain_dropout, self.as_new_domain)
 
     def set_params(self, **params) -> "InterestModel":
         super().set_params(**params)
         if "net_" in self.__dict__:         # settings the fitted item table reads: no refit needed
             table = self.net_["item_table"]
-            for name in {"cold_neighbours", "domain_dropout"} & set(params):
+            for name in {"cold_neighbours", "domain_dropout", "as_new_domain"} & set(params):
                 setattr(table, name, getattr(self, name))
-            if "cold_neighbours" in params:
+            if {"cold_neighbours", "as_new_domain"} & set(params):
                 table.forget_neighbours()
                 self.weights_changed()
         return self

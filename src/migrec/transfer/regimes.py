@@ -357,10 +357,14 @@ class TransferExperiment:
                              f"register them (validate_on={sorted(task.source)} in run_transfer)")
         pre, s1, p1 = self.build("transfer-zero-shot")
         text = TextNeighbours().fit(bank.train)
-        mix, s2, p2 = _timed(lambda: ValidatedMix(pre, text, candidates=np.flatnonzero(task.source_mask),
+        # On the source the model knows every item's ID and domain parts, which a new domain's items
+        # lack; so the weight is chosen with the source scored as a new domain (shared adapter alone)
+        probe = pre.clone().set_params(as_new_domain=True) if isinstance(pre, InterestModel) else pre
+        mix, s2, p2 = _timed(lambda: ValidatedMix(probe, text, candidates=np.flatnonzero(task.source_mask),
                                                   repeats=self.repeats).fit(bank.train, valid))
-        mix.set_params(candidates=task.candidates)       # the weight stays; the target's items are ranked
-        mix.mixed_with_ = f"text-knn over transfer-zero-shot (weight chosen on {'+'.join(sorted(task.source))})"
+        mix.set_params(base=pre, candidates=task.candidates)   # the weight stays; the target's items are ranked
+        mix.mixed_with_ = (f"text-knn over transfer-zero-shot (weight chosen on {'+'.join(sorted(task.source))}, "
+                           "scored as a new domain)")
         return mix, s1 + s2, max(p1, p2)
 
     @cached_property
