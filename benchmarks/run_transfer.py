@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import RESULTS, read, write_json, write_results_md  # noqa: E402
+from migrec.cli.common import parse_value  # noqa: E402
 from migrec.data import load_amazon_food_kitchen, load_unisrec  # noqa: E402
 from migrec.data.multidomain import combine  # noqa: E402
 from migrec.hardware import machine_description  # noqa: E402
@@ -31,11 +32,18 @@ from migrec.transfer.run import run_transfer  # noqa: E402
 ORDER = ["popularity", "text-knn", "sasrec", "emcdr-mf", "target-only", "transfer-zero-shot",
          "transfer-zero-shot+text", "transfer-adapter", "transfer-full", "transfer-joint", "transfer-mapping",
          "transfer-mix", "transfer-mix+text"]
+# rows that start from the pre-trained source model: with --pretrain-params they carry its tag
+PRETRAINED = ("transfer-zero-shot", "transfer-zero-shot+text", "transfer-adapter", "transfer-full", "transfer-mix",
+              "transfer-mix+text")
 SEGMENTS = ["cold-users", "target-events:1-3", "target-events:4+", "cold-items", "warm-items"]
 
 
-def save(result, dataset: str, command: str, extra_protocol: str = "") -> None:
+def save(result, dataset: str, command: str, extra_protocol: str = "", tag: str = "") -> None:
     task = result.task
+    if tag:      # a pre-training variant: its regimes' rows are named apart, the plain rows stay
+        result.rows = [{**r, "model": r["model"] + tag} for r in result.rows if r["model"] in PRETRAINED]
+        extra_protocol += (f" Rows ending in {tag} start from a source model pre-trained with those overrides "
+                           "(run_transfer.py --pretrain-params); transfer-mix may pick transfer-joint, which has none.")
     skipped = task.notes.get("skipped")
     protocol = (f"{task.protocol}. Sources: {', '.join(task.source)}; target: {task.target}. History policy: "
                 f"{repeats_note(result.repeats)}. Plain keys: full ranking among the target domain's items; "
@@ -64,7 +72,8 @@ def save(result, dataset: str, command: str, extra_protocol: str = "") -> None:
     payload = {"dataset": dataset, "protocol": protocol, "repeats": result.repeats, "machine": machine_description(),
                "command": command, "rows": rows}
     # rows of models not re-run stay; flags are redone against the current target-only
-    rows = read(write_json(payload, ORDER, finalize=flag_negative_transfer))["rows"]
+    order = ORDER + [n + tag for n in ORDER if n in PRETRAINED] if tag else ORDER
+    rows = read(write_json(payload, order, finalize=flag_negative_transfer))["rows"]
     segment_chart(rows, "NDCG@10", RESULTS / f"{dataset}.png", title=f"{dataset}: NDCG@10 per segment")
     result.rows = rows
     print(f"\n## {dataset}\n{result.to_markdown()}")
@@ -87,6 +96,9 @@ def main(argv=None) -> None:
     parser.add_argument("--extra-valid", type=int, default=0, metavar="N",
                         help="Food-Kitchen: N training users active in both domains give their last event to "
                              "validation (make_task(extra_valid=N)); the held-out valid users alone are few")
+    parser.add_argument("--pretrain-params", default="",
+                        help="Food-Kitchen: overrides for the source models the regimes start from, e.g. "
+                             "domain_dropout=0.5; their rows read transfer-full[domain_dropout=0.5] and so on")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = "python benchmarks/run_transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -94,14 +106,19 @@ def main(argv=None) -> None:
     params = {"max_train_seconds": args.max_train_seconds}
     if args.text_layers:
         params["text_layers"] = args.text_layers
+    pretrain = {k: parse_value(v) for k, _, v in (p.partition("=") for p in args.pretrain_params.split(",") if p)}
+    tag = "".join(f"[{k}={v}]" for k, v in sorted(pretrain.items()))
     data = Path(args.data)
     fk = load_amazon_food_kitchen(data / "amazon-food-kitchen")
     if args.only in (None, "food-kitchen"):
         to_kitchen, to_food = run_transfer(fk, targets=["kitchen", "food"], models=models, params=params,
                                            save_dir=args.save_dir and Path(args.save_dir) / "food-kitchen",
-                                           repeats=args.repeats, extra_valid=args.extra_valid)
-        save(to_kitchen, "food-to-kitchen", command)
-        save(to_food, "kitchen-to-food", command)
+                                           repeats=args.repeats, extra_valid=args.extra_valid,
+                                           pretrain=pretrain)
+        save(to_kitchen, "food-to-kitchen", command, tag=tag)
+        save(to_food, "kitchen-to-food", command, tag=tag)
+    if args.only in (None, "scientific") and pretrain:
+        raise SystemExit("--pretrain-params applies to --only food-kitchen")
     if args.only in (None, "scientific"):
         sci = load_unisrec(data / "amazon-scientific-unisrec", "Scientific")
         both = combine(fk, sci, name="food+kitchen+scientific")
