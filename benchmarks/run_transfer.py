@@ -99,6 +99,9 @@ def main(argv=None) -> None:
     parser.add_argument("--pretrain-params", default="",
                         help="Food-Kitchen: overrides for the source models the regimes start from, e.g. "
                              "domain_dropout=0.5; their rows read transfer-full[domain_dropout=0.5] and so on")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="Food-Kitchen: draws the cold items, the --extra-valid users and the models' seeds; "
+                             "a seed other than 0 writes <direction>-seed<N>.json beside the seed-0 files")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = "python benchmarks/run_transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -114,11 +117,12 @@ def main(argv=None) -> None:
         to_kitchen, to_food = run_transfer(fk, targets=["kitchen", "food"], models=models, params=params,
                                            save_dir=args.save_dir and Path(args.save_dir) / "food-kitchen",
                                            repeats=args.repeats, extra_valid=args.extra_valid,
-                                           pretrain=pretrain)
-        save(to_kitchen, "food-to-kitchen", command, tag=tag)
-        save(to_food, "kitchen-to-food", command, tag=tag)
-    if args.only in (None, "scientific") and pretrain:
-        raise SystemExit("--pretrain-params applies to --only food-kitchen")
+                                           pretrain=pretrain, seed=args.seed)
+        suffix = f"-seed{args.seed}" if args.seed else ""
+        save(to_kitchen, "food-to-kitchen" + suffix, command, tag=tag)
+        save(to_food, "kitchen-to-food" + suffix, command, tag=tag)
+    if args.only in (None, "scientific") and (pretrain or args.seed):
+        raise SystemExit("--pretrain-params and --seed apply to --only food-kitchen")
     if args.only in (None, "scientific"):
         sci = load_unisrec(data / "amazon-scientific-unisrec", "Scientific")
         both = combine(fk, sci, name="food+kitchen+scientific")
