@@ -9,7 +9,8 @@ for every k of `--ks`: an item with no training events gets, at inference only, 
 mean ID part of its k nearest seen items by text (same domain); k = 0 is the text-only row the
 models were trained with, so every row of one model shares the same weights. Text neighbours
 (text-knn: no training) are the reference, and `<model>+text-on-cold` mixes them into the model's
-scores of the unseen items only (transfer.ValidatedMix(items=...)), the weight chosen on validation.
+scores of the unseen items only (transfer.ValidatedMix(items=...)), the weight chosen on validation;
+`+fresh-slot` keeps place 10 of the list for the model's best-scored unseen item (models.FreshSlot).
 Writes benchmarks/results/cold-items.json (rows `<direction>/<model>[cold_neighbours=k]`;
 `cold-items:*` over the test cases whose target is a held-out item, `cold-items:median_rank` the
 median full-ranking rank of those targets, 1 = top; `*-among-cold`: the same targets ranked among
@@ -34,6 +35,7 @@ from migrec.data import load_amazon_food_kitchen  # noqa: E402
 from migrec.evaluation import metrics as M  # noqa: E402
 from migrec.evaluation.evaluator import evaluate, policy_ranks, repeats_note  # noqa: E402
 from migrec.hardware import machine_description  # noqa: E402
+from migrec.models.fresh_slot import FreshSlot  # noqa: E402
 from migrec.transfer.mix import ValidatedMix  # noqa: E402
 from migrec.transfer.regimes import TransferExperiment  # noqa: E402
 from migrec.transfer.run import transfer_setup  # noqa: E402
@@ -63,6 +65,11 @@ def measure(scorer, task, train) -> dict:
     out = {k: v for k, v in M.accuracy_metrics(ranks, (10, 50)).items() if k in ("NDCG@10", "HR@10", "Recall@50")}
     out["valid:NDCG@10"] = evaluate(scorer, task.valid, train, ks=(10,), candidates=task.candidates, beyond=False,
                                     segments=False, repeats="exclude").metrics["NDCG@10"]
+    # the validation cases whose target is a cold item: where a setting for cold items is chosen
+    cold_valid = task.valid.subset(task.cold_item_cases(task.valid))
+    out["valid:cold-items:n"] = len(cold_valid)
+    out["valid:cold-items:HR@10"] = evaluate(scorer, cold_valid, train, ks=(10,), candidates=task.candidates,
+                                             beyond=False, segments=False, repeats="exclude").metrics["HR@10"]
     out["cold-items:n"] = int(cold.sum())
     out.update({f"cold-items:{k}": v for k, v in M.accuracy_metrics(ranks[cold], (10, 50)).items()
                 if k in ("HR@10", "NDCG@10", "HR@50")})
@@ -111,6 +118,11 @@ def main(argv=None) -> None:
                 label = f"{task.name}/{name}[cold_neighbours={k}]"
                 print(label, {m: round(v, 4) for m, v in metrics.items()}, flush=True)
                 rows.append({"model": label, "metrics": metrics, "train_seconds": seconds, "peak_rss_mb": peak})
+                slot = FreshSlot(scorer, position=10, candidates=task.candidates).fit(bank.train)
+                metrics = measure(slot, task, bank.train)
+                print(label + "+fresh-slot", {m: round(v, 4) for m, v in metrics.items()}, flush=True)
+                rows.append({"model": label + "+fresh-slot", "metrics": metrics, "train_seconds": seconds,
+                             "peak_rss_mb": peak})
             model.set_params(cold_neighbours=0)
             unseen = np.flatnonzero(bank.train.item_counts() == 0)
             mix = ValidatedMix(scorer, text, candidates=task.candidates, items=unseen).fit(bank.train, task.valid)
@@ -125,7 +137,9 @@ def main(argv=None) -> None:
                 f"with each unseen item's ID part borrowed from its k nearest seen items by text (same domain), "
                 f"k = 0 being the model as trained; +text-on-cold: text neighbours (the last event's text similarity) "
                 f"mixed into the unseen items' standardised scores only, at the weight (0-1) of best validation "
-                f"NDCG@10 (mix_weight; valid_by_weight). cold-items: test cases whose target is a held-out item "
+                f"NDCG@10 (mix_weight; valid_by_weight). +fresh-slot: the same scores with place 10 of the list kept "
+                f"for the best-scored item without training events when none is in the first 10 (models.FreshSlot). "
+                f"valid:cold-items: the validation cases whose target is a held-out item. cold-items: test cases whose target is a held-out item "
                 f"(median_rank: 1 = top of the full ranking; HR@k-among-cold: those targets ranked among the "
                 f"domain's cold items only, the ceiling of any policy that reserves places for cold items); "
                 f"warm-items: the other cases. cold-events: a larger cold set from the same test users, every event "

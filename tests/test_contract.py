@@ -40,6 +40,7 @@ from migrec.transfer.emcdr import EMCDRMF
 from migrec.transfer.mix import ValidatedMix
 from migrec.transfer.regimes import MappedUsers
 from migrec.models.base import Recommender
+from migrec.models.fresh_slot import FreshSlot
 from migrec.models.interest import InterestModel
 from migrec.models.itemknn import ItemKNN
 from migrec.models.matrix_factorization import ALS, BPR
@@ -89,6 +90,11 @@ def _fit_mapped(model, split):
 def _fit_mix(model, split):
     model.base.fit(split.train, split.valid)
     model.other.fit(split.train, split.valid)
+    return model.fit(split.train, split.valid)
+
+
+def _fit_slot(model, split):
+    model.model.fit(split.train, split.valid)
     return model.fit(split.train, split.valid)
 
 
@@ -173,6 +179,8 @@ CONTRACT_MODELS: list[Case] = [
          "domains", update=None, params_to_change={"factors": 4}, only_items="b", refit_data="domains-2"),
     Case("validated-mix", lambda: ValidatedMix(ItemKNN(neighbors=10), ALS(factors=8, iterations=5, threads=1)),
          "topics", fit=_fit_mix, wraps=True, update=None, params_to_change={"grid": [0.0, 0.5]}),
+    Case("fresh-slot", lambda: FreshSlot(ItemKNN(neighbors=10), position=3, items=np.arange(0, 24, 3)), "topics",
+         fit=_fit_slot, wraps=True, update=None, params_to_change={"position": 5}),
     Case("adaptive-blend", lambda: AdaptiveBlend(ItemKNN(neighbors=10), short=2, recent=2, min_events=4,
                                                  detector=MigrationDetector(short=2, long=4, min_history=2),
                                                  tune=False, weight_min=0.2, weight_max=0.6),

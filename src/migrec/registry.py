@@ -13,6 +13,7 @@ from .data import (Dataset, load_amazon_food_kitchen, load_movielens_1m, load_mo
 from .drift.adaptation import AdaptiveBlend
 from .models import artifact
 from .models.base import Recommender
+from .models.fresh_slot import FreshSlot
 from .models.interest import InterestModel
 from .models.itemknn import ItemKNN
 from .models.matrix_factorization import ALS, BPR
@@ -53,7 +54,7 @@ TEXT_MODELS = {"interest-text", "interest-text+id", "multi-interest", "text-knn"
 # Saved artifact's "registry" field -> class. Only these can be loaded.
 ARTIFACTS: dict[str, type[Recommender]] = {klass.registry: klass for klass in (
     Popularity, ItemKNN, ALS, BPR, SASRec, InterestModel, MultiInterestModel, TextNeighbours, DomainView,
-    MappedUsers, EMCDRMF, AdaptiveBlend, ValidatedMix)}
+    MappedUsers, EMCDRMF, AdaptiveBlend, ValidatedMix, FreshSlot)}
 
 
 def load_model(path, expect: type | None = None, encoder: str | None = None) -> Recommender:

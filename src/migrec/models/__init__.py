@@ -1,5 +1,6 @@
 """Models, all under one contract (see base.Recommender)."""
 from .base import Recommender
+from .fresh_slot import FreshSlot
 from .interest import InterestModel
 from .itemknn import ItemKNN
 from .matrix_factorization import ALS, BPR
@@ -9,4 +10,4 @@ from .sasrec import SASRec
 from .text_knn import TextNeighbours
 
 __all__ = ["Recommender", "Popularity", "ItemKNN", "ALS", "BPR", "SASRec", "InterestModel", "MultiInterestModel",
-           "TextNeighbours"]
+           "TextNeighbours", "FreshSlot"]
