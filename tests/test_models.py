@@ -600,17 +600,27 @@ def test_cold_neighbours_stay_within_the_items_domain():
         torch.testing.assert_close(table.borrowed_ids(torch.tensor([4]))[0], table.ids.weight[2])
 
 
-def test_domain_dropout_drops_the_domain_parts_of_whole_training_batches():
+def _two_domain_table(**kw):
+    """A 6-item, 2-domain item table whose domain (and ID) parts are random, as if trained; and its
+    rows from the shared adapter alone."""
     from migrec.models.interest import TextItemTable
 
     torch.manual_seed(0)
     text = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
-    table = TextItemTable(text, np.ones(6, np.float32), hidden=4, experts=2, dropout=0.0, use_id=False,
-                          domains=np.array([0, 0, 0, 1, 1, 1]), n_domains=2, domain_dropout=1.0)
+    table = TextItemTable(text, np.ones(6, np.float32), hidden=4, experts=2, dropout=0.0,
+                          domains=np.array([0, 0, 0, 1, 1, 1]), n_domains=2, **kw)
     with torch.no_grad():
-        table.domain_adapter.normal_()                 # domain parts that change the rows
+        table.domain_adapter.normal_()
         table.domain_embedding.normal_()
+        if table.ids is not None:
+            table.ids.weight.normal_()
         shared = table.adapter(table.text) * (torch.arange(7) > 0)[:, None]
+    return table, shared
+
+
+def test_domain_dropout_drops_the_domain_parts_of_whole_training_batches():
+    table, shared = _two_domain_table(use_id=False, domain_dropout=1.0)
+    with torch.no_grad():
         table.train()
         torch.testing.assert_close(table(), shared)    # rate 1: a training batch is the shared adapter alone
         table.eval()
@@ -622,17 +632,8 @@ def test_domain_dropout_drops_the_domain_parts_of_whole_training_batches():
 
 
 def test_as_new_domain_scores_every_item_by_the_shared_adapter_alone_at_inference():
-    from migrec.models.interest import TextItemTable
-
-    torch.manual_seed(0)
-    text = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
-    table = TextItemTable(text, np.ones(6, np.float32), hidden=4, experts=2, dropout=0.0, use_id=True,
-                          domains=np.array([0, 0, 0, 1, 1, 1]), n_domains=2, cold_neighbours=2)
+    table, shared = _two_domain_table(use_id=True, cold_neighbours=2)
     with torch.no_grad():
-        table.domain_adapter.normal_()                 # trained-looking domain and ID parts
-        table.domain_embedding.normal_()
-        table.ids.weight.normal_()
-        shared = table.adapter(table.text) * (torch.arange(7) > 0)[:, None]
         table.eval()
         full = table()
         assert (full - shared).abs().max() > 0.1
