@@ -72,3 +72,8 @@ def test_bad_settings_are_refused(train):
         FreshSlot(pop, items=[9]).fit(train)
     with pytest.raises(RuntimeError, match="not fitted"):
         FreshSlot(pop).score_histories([np.array([0])])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        FreshSlot(Popularity()).fit(train)                    # the wrapped model must be fitted first
+    other = TrainSet(train.user_ids, np.array(list("abcdefh"), dtype=object), train.sequences, train.catalogue)
+    with pytest.raises(ValueError, match="are not the 7 items of the wrapped model"):
+        FreshSlot(pop).fit(other)

@@ -40,9 +40,10 @@ class FreshSlot(Recommender):
         return self.model.item_ids_
 
     def _set_items(self, item_ids) -> None:
+        n = self.model.n_items                     # RuntimeError if the wrapped model is not fitted
         ids = [str(i) for i in item_ids]
-        if ids != list(self.model.item_ids_):     # RuntimeError first if the model is not fitted
-            raise ValueError(f"the training data's {len(ids)} items are not the {self.model.n_items} items "
+        if ids != list(self.model.item_ids_):
+            raise ValueError(f"the training data's {len(ids)} items are not the {n} items "
                              f"of the wrapped model ({type(self.model).__name__})")
 
     def encoder_info(self) -> dict | None:
